@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine (Python 3.11 + the package registries):
+#   make demo   compress + decompress a Kodak image with the shipped model, print bpp and the check
+#   make test   run the test suite (what CI runs)
+PY ?= .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: demo test lint venv figures eval train bench clean
+
+$(VENV_STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	# One pip call: torch pinned (constraints.txt) before lpips/torchvision resolve.
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(VENV_STAMP)
+
+venv: $(VENV_STAMP)
+
+demo: $(VENV_STAMP)
+	$(PY) -m hvq demo
+
+test: $(VENV_STAMP)
+	$(PY) -m ruff check hvq tests benchmarks
+	$(PY) -m pytest tests
+	$(PY) -m pytest --nbmake notebooks
+
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check hvq tests benchmarks
+
+bench: $(VENV_STAMP)
+	$(PY) benchmarks/bench_coder.py
+
+clean:
+	rm -rf .venv .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from hvq.cli import main
+
+sys.exit(main())

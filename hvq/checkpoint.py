@@ -1,0 +1,86 @@
+"""Checkpoints: config + format version + states, written atomically, read with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hvq.config import Config
+from hvq.errors import CheckpointError
+
+#: Bump when the checkpoint layout or the model's state-dict names change incompatibly.
+CHECKPOINT_VERSION = 1
+KIND = "hvq-checkpoint"
+
+
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, **extra: Any) -> None:
+    """Save ``{"kind", "version", "config", "model", **extra}`` atomically.
+
+    ``extra`` may hold optimiser states, the step, ``wall_s``, ``disc`` (a module), ``rng`` state.
+    """
+    state: dict[str, Any] = {"kind": KIND, "version": CHECKPOINT_VERSION, "config": cfg.to_dict(),
+                             "model": model.state_dict()}  # fmt: skip
+    for k, v in extra.items():
+        state[k] = v.state_dict() if hasattr(v, "state_dict") else v
+    atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+
+
+def load_checkpoint(path: str | Path, expect_config: Config | None = None) -> dict[str, Any]:
+    """Load safely (``weights_only=True``) and validate kind, version and (optionally) the config.
+
+    Raises:
+        CheckpointError: unreadable, corrupt, foreign, another version, or another model config.
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable hvq checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("kind") != KIND:
+        raise CheckpointError(f"{path}: not an hvq checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {state.get('version')}, this hvq reads {CHECKPOINT_VERSION}"
+        )
+    if expect_config is not None and state["config"]["model"] != expect_config.to_dict()["model"]:
+        raise CheckpointError(f"{path}: checkpoint was trained with another model config")
+    return state
+
+
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """``(HVQCodec in eval mode, Config, state)`` from a checkpoint; strict state-dict loading."""
+    from hvq.model import HVQCodec
+
+    state = load_checkpoint(path)
+    cfg = Config.from_dict(state["config"])
+    model = HVQCodec(cfg.model)
+    try:
+        model.load_state_dict(state["model"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the model config: {exc}") from exc
+    return model.to(device).eval(), cfg, state

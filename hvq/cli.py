@@ -1,0 +1,213 @@
+"""The ``hvq`` command line: the one place that parses arguments and prints.
+
+    hvq demo                                  compress + decompress a Kodak image, print bpp and checks
+    hvq compress in.png out.hvq [--lam L] [--coarse R] [--medium R] [--model NAME|PATH] [--force]
+    hvq decompress in.hvq out.png [--force]
+    hvq info in.hvq
+    hvq train --config configs/reduced.yaml [--run-dir runs/reduced] [--steps N] [--device cpu]
+    hvq data download kodak|div2k-train [--data-dir DIR]
+
+``main(argv)`` returns the exit code; expected failures (missing or unreadable files, corrupt
+bitstreams, foreign checkpoints) print one line ``hvq: error: ...`` and return 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from hvq.errors import BitstreamError, CheckpointError
+
+EXPECTED_ERRORS = (BitstreamError, CheckpointError, FileNotFoundError, FileExistsError, PermissionError,
+                   IsADirectoryError, ValueError, RuntimeError)  # fmt: skip
+
+
+def _load_model(name: str, device: str = "cpu"):
+    from hvq.pretrained import available, load_pretrained
+
+    if Path(name).suffix or name in available():
+        return load_pretrained(name, device)
+    if name == "reduced":  # nothing shipped yet: an untrained model of the same architecture
+        import torch
+
+        from hvq.config import load_config
+        from hvq.model import HVQCodec
+
+        print("hvq: note: no trained 'reduced' model is shipped yet; using an untrained one", file=sys.stderr)
+        torch.manual_seed(0)
+        model = HVQCodec(load_config("reduced").model).eval()
+        model.update()
+        return model
+    raise FileNotFoundError(f"no model {name!r}")
+
+
+def _write_bytes(path: Path, data: bytes, force: bool) -> None:
+    from hvq.checkpoint import atomic_write_bytes
+
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists (use --force to overwrite)")
+    atomic_write_bytes(path, lambda fh: fh.write(data))
+
+
+def cmd_compress(args) -> int:
+    from hvq.data import load_image
+    from hvq.metrics import bits_per_pixel
+
+    x = load_image(args.input)
+    model = _load_model(args.model)
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists (use --force to overwrite)")
+    t0 = time.perf_counter()
+    data = model.compress(x, lam=args.lam, coarse_ratio=args.coarse, medium_ratio=args.medium)
+    dt = time.perf_counter() - t0
+    _write_bytes(out, data, args.force)
+    h, w = x.shape[1:]
+    print(f"{out}: {len(data)} bytes, {bits_per_pixel(len(data), h, w):.4f} bpp ({w}x{h}), {dt:.2f} s")
+    return 0
+
+
+def cmd_decompress(args) -> int:
+    from hvq.data import save_image
+
+    data = Path(args.input).read_bytes()
+    model = _load_model(args.model)
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists (use --force to overwrite)")
+    t0 = time.perf_counter()
+    x_hat = model.decompress(data)
+    dt = time.perf_counter() - t0
+    save_image(x_hat, out)
+    print(f"{out}: {x_hat.shape[2]}x{x_hat.shape[1]}, decoded in {dt:.2f} s")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from hvq.container import Container
+
+    data = Path(args.input).read_bytes()
+    c = Container.from_bytes(data)
+    names = ["mask", "z fine", "z medium", "z coarse", "index fine", "index medium", "index coarse"]
+    print(f"{args.input}: {len(data)} bytes, image {c.width}x{c.height}, model tag {c.model_tag.hex()}")
+    if len(c.knobs) == 3:
+        print(f"  lambda {c.knobs[0]:.4g}, coarse ratio {c.knobs[1]:.3f}, medium ratio {c.knobs[2]:.3f}")
+    for i, s in enumerate(c.streams):
+        label = names[i] if len(c.streams) == len(names) else f"stream {i}"
+        print(f"  {label:<13} {len(s):>8} bytes  {8 * len(s) / (c.width * c.height):.4f} bpp")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import torch
+
+    from hvq.data import kodak_images, load_image
+    from hvq.metrics import bits_per_pixel, psnr
+
+    images = kodak_images(args.data_dir)
+    path = next((p for p in images if p.stem == args.image), None)
+    if path is None:
+        raise FileNotFoundError(f"{args.image} not among the Kodak images")
+    x = load_image(path)
+    model = _load_model(args.model)
+    h, w = x.shape[1:]
+    lam = args.lam if args.lam is not None else model.cfg.lambda_max**0.5 * model.cfg.lambda_min**0.5
+    print(f"hvq demo: {path.name} ({w}x{h}), model {args.model!r}, lambda {lam:.3g}")
+    for rc, rm in ((0.8, 0.6), (0.5, 0.5), (0.2, 0.3)):
+        t0 = time.perf_counter()
+        data = model.compress(x, lam=lam, coarse_ratio=rc, medium_ratio=rm)
+        t1 = time.perf_counter()
+        x_hat = model.decompress(data)
+        t2 = time.perf_counter()
+        same = bool(torch.equal(x_hat, model.reconstruct(x, lam, rc, rm)))
+        print(
+            f"  ratios coarse={rc:.1f} medium={rm:.1f}: {len(data):>6} bytes = "
+            f"{bits_per_pixel(len(data), h, w):.4f} bpp, PSNR {psnr(x, x_hat):.2f} dB, "
+            f"encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s, round trip == network output: {same}"
+        )
+        if not same:
+            raise RuntimeError("decoded image differs from the network's reconstruction")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from hvq.config import load_config
+    from hvq.train import train
+
+    cfg = load_config(args.config)
+    run_dir = args.run_dir or f"runs/{cfg.name}"
+    ckpt = train(cfg, run_dir, data_dir=args.data_dir, steps=args.steps, device=args.device)
+    print(f"checkpoint: {ckpt}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from hvq.data import download_dataset
+
+    dest = download_dataset(args.name, args.data_dir, allow_unverified=args.allow_unverified)
+    print(f"{args.name}: ready in {dest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hvq", description="HVQ-CGIC image codec kit")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="compress and decompress a Kodak image with the shipped model")
+    d.add_argument("--image", default="kodim23")
+    d.add_argument("--model", default="reduced")
+    d.add_argument("--lam", type=float, default=None)
+    d.add_argument("--data-dir", default=None)
+    d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("compress", help="image -> .hvq")
+    c.add_argument("input")
+    c.add_argument("output")
+    c.add_argument("--model", default="reduced")
+    c.add_argument("--lam", type=float, default=None, help="rate knob lambda (default: middle of range)")
+    c.add_argument("--coarse", type=float, default=0.5, help="fraction of 16x16 cells coded coarse")
+    c.add_argument("--medium", type=float, default=0.5, help="fraction of the other 8x8 cells coded medium")
+    c.add_argument("--force", action="store_true", help="overwrite the output")
+    c.set_defaults(func=cmd_compress)
+
+    x = sub.add_parser("decompress", help=".hvq -> PNG")
+    x.add_argument("input")
+    x.add_argument("output")
+    x.add_argument("--model", default="reduced")
+    x.add_argument("--force", action="store_true")
+    x.set_defaults(func=cmd_decompress)
+
+    i = sub.add_parser("info", help="describe a .hvq file")
+    i.add_argument("input")
+    i.set_defaults(func=cmd_info)
+
+    t = sub.add_parser("train", help="train (or resume) a model from a config")
+    t.add_argument("--config", required=True)
+    t.add_argument("--run-dir", default=None)
+    t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--device", default=None)
+    t.set_defaults(func=cmd_train)
+
+    da = sub.add_parser("data", help="datasets")
+    dsub = da.add_subparsers(dest="data_command", required=True)
+    dl = dsub.add_parser("download", help="download and verify a dataset")
+    dl.add_argument("name")
+    dl.add_argument("--data-dir", default=None)
+    dl.add_argument("--allow-unverified", action="store_true")
+    dl.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EXPECTED_ERRORS as exc:
+        print(f"hvq: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hvq: interrupted", file=sys.stderr)
+        return 130

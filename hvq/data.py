@@ -1,0 +1,624 @@
+"""Images and datasets: reading and writing images, random training crops, Kodak, a checked downloader.
+
+Everything that touches image files or the network lives here; the rest of the package sees tensors.
+
+Images are ``float32`` tensors of shape ``(3, H, W)`` with values in ``[0, 1]``; on disk they are 8-bit.
+Datasets live in one data directory (:func:`default_data_dir`)::
+
+    <data_dir>/kodak/kodim01.png .. kodim24.png      test set (checked against data/kodak/SHA256SUMS)
+    <data_dir>/train/...                             the shared training photos, if present
+    <data_dir>/div2k-train/DIV2K_train_HR/0001.png   after ``hvq data download div2k-train``
+
+Downloads use only the standard library: they resume with an HTTP ``Range`` request, check a sha256
+before a file gets its final name, and fail fast with a message that says where to put files by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import secrets
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+PathLike = str | os.PathLike[str]
+#: Called as ``progress(bytes_done, bytes_total_or_None)`` while a download runs.
+Progress = Callable[[int, int | None], None]
+
+#: Root of the repository (the folder that holds the ``hvq`` package and ``data/``).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Checksums and notes kept in the repository (never the images themselves).
+REPO_DATA = REPO_ROOT / "data"
+#: Largest image :func:`load_image` decodes by default (about 67 megapixels), as in the ``.hvq`` format.
+MAX_PIXELS = 1 << 26
+#: File types :class:`ImageFolderCrops` and :func:`find_images` pick up (case-insensitive).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+KODAK_NAMES = tuple(f"kodim{i:02d}.png" for i in range(1, 25))
+#: Seconds to wait for a connection, and for each read of a download (not for the whole transfer).
+DEFAULT_TIMEOUT_S = 20.0
+
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_CHUNK = 1 << 20
+_USER_AGENT = "hvq-data/0.1 (Python urllib)"
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+class ImageError(ValueError):
+    """An image file cannot be used: not an image, truncated, corrupt, or larger than allowed."""
+
+
+class DownloadError(OSError):
+    """A download did not complete: host unreachable, HTTP error, cut transfer, or no known checksum."""
+
+
+class ChecksumError(ValueError):
+    """A file's sha256 differs from the recorded one."""
+
+
+class ArchiveError(ValueError):
+    """An archive holds a member that would land outside the target folder, a link, or a device."""
+
+
+# --------------------------------------------------------------------------------------------- paths
+
+
+def default_data_dir() -> Path:
+    """The data directory: ``$HVQ_DATA_DIR``, else ``<repo>/../shared/data`` if it exists, else
+    ``~/.cache/hvq/data``."""
+    env = os.environ.get("HVQ_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    shared = REPO_ROOT.parent / "shared" / "data"
+    if shared.is_dir():
+        return shared
+    return Path.home() / ".cache" / "hvq" / "data"
+
+
+def _data_dir(data_dir: PathLike | None) -> Path:
+    return Path(data_dir) if data_dir is not None else default_data_dir()
+
+
+# -------------------------------------------------------------------------------------------- images
+
+
+def load_image_uint8(path: PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to RGB ``uint8`` of shape ``(H, W, 3)``.
+
+    Conversions: greyscale and bilevel are repeated over three channels; palette images use their
+    palette; images with transparency (RGBA, LA, palette or single-colour ``tRNS``) are composited on
+    white, so transparent areas read as white; 16-bit greyscale (``I;16``, ``I``) is scaled to 8 bits
+    with rounding (``round(v / 257)``), not clipped; CMYK and YCbCr go through Pillow's ``convert``
+    (no ICC colour management). EXIF orientation is not applied: pixels are returned as stored.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ImageError: the file is not a readable image, is truncated, or has more than ``max_pixels``
+            pixels. The size is read from the header, so an oversized image is refused before its
+            pixels are decoded. The message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{path}: {width}x{height} image has {width * height} pixels, more than the "
+                    f"{max_pixels} allowed (raise max_pixels to read it)"
+                )
+            image.load()
+            return _to_rgb_uint8(image)
+    except ImageError:
+        raise
+    except _PIL_ERRORS as error:
+        raise ImageError(f"{path}: not a readable image ({type(error).__name__}: {error})") from error
+
+
+def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
+    """A decoded Pillow image of any mode -> ``(H, W, 3)`` uint8 RGB (see :func:`load_image_uint8`)."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
+        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in ``[0, 1]``."""
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float().div_(255)
+
+
+def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """Read an image file as a ``float32`` tensor of shape ``(3, H, W)`` in ``[0, 1]``.
+
+    Any mode is converted to RGB as :func:`load_image_uint8` describes (alpha composited on white).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ImageError: not an image, truncated, or over ``max_pixels`` (checked before decoding).
+    """
+    return _to_tensor(load_image_uint8(path, max_pixels))
+
+
+def save_image(image: torch.Tensor, path: PathLike) -> Path:
+    """Write a ``(3, H, W)`` (or ``(1, H, W)`` greyscale) float image in ``[0, 1]`` as an 8-bit PNG.
+
+    Values are clamped to ``[0, 1]`` and rounded to the nearest of 256 levels. The file is written
+    under a temporary name in the same folder and renamed over ``path``, so a reader never sees half a
+    file. Missing parent folders are created.
+    """
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"expected an image of shape (3, H, W) or (1, H, W), got {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise TypeError(f"expected a floating-point image in [0, 1], got {image.dtype}")
+    if not torch.isfinite(image).all():
+        raise ValueError("image holds NaN or infinite values")
+    pixels = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().permute(1, 2, 0)
+    array = pixels.numpy()
+    picture = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    return _atomic_write(Path(path), lambda file: picture.save(file, format="PNG"))
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(file)`` on a fresh temporary file beside ``path``, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            write(file)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------- training crops
+
+
+def find_images(root: PathLike) -> list[Path]:
+    """All image files (:data:`IMAGE_SUFFIXES`) under ``root``, recursively, in sorted order.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a directory.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a directory")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _pad_to(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad an ``(H, W, 3)`` array at the bottom and right so that both sides are >= ``size``."""
+    height, width = pixels.shape[:2]
+    if height >= size and width >= size:
+        return pixels
+    padding = ((0, max(0, size - height)), (0, max(0, size - width)), (0, 0))
+    return np.pad(pixels, padding, mode="reflect")
+
+
+class ImageFolderCrops(Dataset):
+    """Random square crops from every image under one or more folders, for training.
+
+    Item ``i`` is a random ``crop x crop`` window of image ``i % n`` (``n`` files, sorted, roots in the
+    given order), flipped left-right with probability 1/2: a ``float32`` tensor ``(3, crop, crop)`` in
+    ``[0, 1]``. Images smaller than ``crop`` are first reflect-padded at the bottom and right.
+
+    Args:
+        roots: a folder or a sequence of folders, searched recursively (:func:`find_images`).
+        crop: side of the square crops in pixels.
+        epoch_size: number of items per epoch; ``None`` means one crop per image. A larger value lets
+            one epoch draw many crops (image ``i % n`` for item ``i``).
+        flip: apply random horizontal flips.
+        cache: keep each decoded image in memory as uint8 after its first use (about 2.4 MB for a
+            1024x768 photo). Each DataLoader worker holds its own cache.
+        generator: source of the random crops and flips. ``None`` uses torch's global generator, which
+            :class:`torch.utils.data.DataLoader` seeds differently in each worker; pass a seeded
+            generator for reproducible crops in the main process (``num_workers=0``).
+        max_pixels: refuse images larger than this (see :func:`load_image_uint8`).
+
+    Raises:
+        FileNotFoundError: a root is not a directory.
+        ValueError: a root holds no image file, or ``crop`` / ``epoch_size`` is not positive.
+    """
+
+    def __init__(
+        self,
+        roots: PathLike | Sequence[PathLike],
+        crop: int = 256,
+        *,
+        epoch_size: int | None = None,
+        flip: bool = True,
+        cache: bool = False,
+        generator: torch.Generator | None = None,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        if crop < 1:
+            raise ValueError(f"crop must be positive, got {crop}")
+        if epoch_size is not None and epoch_size < 1:
+            raise ValueError(f"epoch_size must be positive, got {epoch_size}")
+        roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
+        self.files: list[Path] = []
+        for root in roots:
+            found = find_images(root)
+            if not found:
+                raise ValueError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) found under it")
+            self.files.extend(found)
+        self.crop = crop
+        self.epoch_size = epoch_size
+        self.flip = flip
+        self.cache = cache
+        self.generator = generator
+        self.max_pixels = max_pixels
+        self._cached: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.epoch_size if self.epoch_size is not None else len(self.files)
+
+    def _pixels(self, file_index: int) -> np.ndarray:
+        """The ``(H, W, 3)`` uint8 pixels of one file, from the cache when enabled."""
+        pixels = self._cached.get(file_index)
+        if pixels is None:
+            pixels = load_image_uint8(self.files[file_index], self.max_pixels)
+            if self.cache:
+                self._cached[file_index] = pixels
+        return pixels
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """A random ``(3, crop, crop)`` float32 crop of image ``index % n``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        pixels = _pad_to(self._pixels(index % len(self.files)), self.crop)
+        height, width = pixels.shape[:2]
+        top = int(torch.randint(height - self.crop + 1, (), generator=self.generator))
+        left = int(torch.randint(width - self.crop + 1, (), generator=self.generator))
+        patch = pixels[top : top + self.crop, left : left + self.crop]
+        if self.flip and bool(torch.rand((), generator=self.generator) < 0.5):
+            patch = patch[:, ::-1]
+        return _to_tensor(patch)
+
+
+# ------------------------------------------------------------------------------------------ checksums
+
+
+def sha256_file(path: PathLike) -> str:
+    """The sha256 of a file's bytes, as 64 lower-case hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_sha256sums(path: PathLike) -> dict[str, str]:
+    """Parse a file in ``sha256sum`` format (``<hex>  <name>`` per line) into ``{name: hex}``."""
+    sums: dict[str, str] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.strip())
+        if match is None:
+            raise ValueError(f"{path}:{number}: not a sha256sum line: {line!r}")
+        sums[match.group(2)] = match.group(1).lower()
+    return sums
+
+
+def verify_sha256(path: PathLike, sha256: str) -> None:
+    """Raise :class:`ChecksumError` (naming the file) unless ``path`` has the given sha256."""
+    digest = sha256_file(path)
+    if digest != sha256.lower():
+        raise ChecksumError(f"{path}: sha256 is {digest}, expected {sha256.lower()}")
+
+
+# -------------------------------------------------------------------------------------------- download
+
+
+def _by_hand(url: str, dest: Path) -> str:
+    return (
+        f"If this machine is offline, download {url} elsewhere and put it at {dest} "
+        "(the data directory is $HVQ_DATA_DIR; see data/README.md)."
+    )
+
+
+def _resume_offset(response: http.client.HTTPResponse, offset: int) -> int:
+    """Where the response body starts in the file: ``offset`` for a 206 reply, 0 if Range was ignored."""
+    if response.status != 206:
+        return 0
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+    if match is None or int(match.group(1)) != offset:
+        raise DownloadError(
+            f"server answered Range bytes={offset}- with Content-Range "
+            f"{response.headers.get('Content-Range')!r}; delete the .part file and try again"
+        )
+    return offset
+
+
+def _total_size(response: http.client.HTTPResponse, start: int) -> int | None:
+    length = response.headers.get("Content-Length")
+    return start + int(length) if length and length.isdigit() else None
+
+
+def _fetch(url: str, part: Path, dest: Path, timeout: float, progress: Progress | None) -> None:
+    """Download ``url`` into ``part``, continuing an existing ``part`` when the server supports Range."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": _USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            start = _resume_offset(response, offset)
+            total = _total_size(response, start)
+            with open(part, "ab" if start else "wb") as file:
+                done = start
+                while chunk := response.read(_CHUNK):
+                    file.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+    except DownloadError:
+        raise
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:
+            return  # the .part already holds the whole file; the checksum decides
+        raise DownloadError(f"{url}: HTTP {error.code} {error.reason}. {_by_hand(url, dest)}") from error
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", None) or error
+        raise DownloadError(
+            f"download of {url} failed ({reason}). Run again to resume from {part}. {_by_hand(url, dest)}"
+        ) from error
+
+
+def download_file(
+    url: str,
+    dest: PathLike,
+    sha256: str | None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    allow_unverified: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Download ``url`` to ``dest``, resuming a cut download and checking its sha256.
+
+    The bytes go to ``dest + ".part"``. If that file exists from an earlier attempt, the download
+    continues with an HTTP ``Range`` request (a server that ignores Range sends the whole file, which
+    then replaces the ``.part``). The file is renamed to ``dest`` only once its sha256 matches. There
+    is one attempt per call, with ``timeout`` seconds for the connection and for each read, and no
+    retry loop: an unreachable host fails at once, and calling again resumes.
+
+    When ``sha256`` is ``None`` (no checksum is known), the download is not accepted unless
+    ``allow_unverified`` is true: the ``.part`` is kept and the error message gives its sha256. With
+    ``allow_unverified`` the sha256 is printed to stderr, so it can be recorded in a SHA256SUMS file.
+
+    An existing ``dest`` is not downloaded again; it is checked against ``sha256`` when one is given.
+
+    Raises:
+        DownloadError: the host is unreachable, an HTTP error, a cut transfer, or ``sha256`` is None
+            without ``allow_unverified``. The message says where to put the file by hand.
+        ChecksumError: the downloaded bytes have another sha256 (the ``.part`` is deleted), or an
+            existing ``dest`` does (it is left alone).
+    """
+    dest = Path(dest)
+    if dest.exists():
+        if sha256 is not None:
+            verify_sha256(dest, sha256)
+        return dest
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _fetch(url, part, dest, timeout, progress)
+    digest = sha256_file(part)
+    if sha256 is None and not allow_unverified:
+        raise DownloadError(
+            f"{url}: no sha256 is recorded for {dest.name}; the download {part} has sha256 {digest}. "
+            "Check it against a trusted source, then accept it with allow_unverified=True "
+            "(CLI: --allow-unverified)."
+        )
+    if sha256 is None:
+        print(f"{digest}  {dest.name}  (unverified; record this sha256)", file=sys.stderr)
+    elif digest != sha256.lower():
+        part.unlink()
+        raise ChecksumError(
+            f"{url}: sha256 of the download is {digest}, expected {sha256.lower()}; deleted it"
+        )
+    os.replace(part, dest)
+    return dest
+
+
+# ------------------------------------------------------------------------------------------- archives
+
+
+def _member_target(dest: Path, name: str, archive: Path) -> None:
+    """Raise :class:`ArchiveError` unless member ``name`` would be extracted inside ``dest``."""
+    target = (dest / name).resolve()
+    if target != dest and not target.is_relative_to(dest):
+        raise ArchiveError(f"{archive}: member {name!r} would be written outside {dest}")
+
+
+def extract_archive(path: PathLike, dest: PathLike) -> Path:
+    """Unpack a ``.zip`` or ``.tar`` (``.tar.gz``, ``.tgz``, ``.tar.bz2``, ``.tar.xz``) into ``dest``.
+
+    Every member is checked before anything is written: absolute names, ``..`` and (in tar files)
+    links, devices and other special members raise :class:`ArchiveError`. Returns ``dest``.
+    """
+    path, dest = Path(path), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    name = path.name.lower()
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                _member_target(root, member, path)
+            archive.extractall(root)
+    elif name.endswith(_TAR_SUFFIXES):
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive.getmembers():
+                if not (member.isfile() or member.isdir()):
+                    raise ArchiveError(f"{path}: refusing link or special member {member.name!r}")
+                _member_target(root, member.name, path)
+            archive.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    else:
+        raise ArchiveError(f"{path}: unknown archive type (expected .zip or .tar[.gz|.bz2|.xz])")
+    return dest
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset that :func:`download_dataset` can fetch into ``<data_dir>/<name>/``.
+
+    Attributes:
+        urls: one URL per file; each file is saved under the last part of its URL's path.
+        checksums: a ``sha256sum``-format file listing each file's sha256, or ``None`` when no checksum
+            is known; then every file's sha256 is ``None`` and downloads need ``allow_unverified``.
+        extract: unpack each downloaded file as an archive into the dataset folder, then delete it.
+        source: where the data come from and on what terms.
+    """
+
+    urls: tuple[str, ...]
+    checksums: Path | None
+    extract: bool = False
+    source: str = ""
+
+    def files(self) -> list[tuple[str, str, str | None]]:
+        """``(url, file name, sha256 or None)`` for each file, in order."""
+        names = [PurePosixPath(urlsplit(url).path).name for url in self.urls]
+        if self.checksums is None:
+            return [(url, name, None) for url, name in zip(self.urls, names, strict=True)]
+        if not self.checksums.is_file():
+            raise FileNotFoundError(f"{self.checksums}: checksum file missing (it ships with the repository)")
+        sums = read_sha256sums(self.checksums)
+        unlisted = [name for name in names if name not in sums]
+        if unlisted:
+            raise ValueError(f"{self.checksums}: no sha256 for {', '.join(unlisted)}")
+        return [(url, name, sums[name]) for url, name in zip(self.urls, names, strict=True)]
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "kodak": DatasetSpec(
+        urls=tuple(f"https://r0k.us/graphics/kodak/kodak/{name}" for name in KODAK_NAMES),
+        checksums=REPO_DATA / "kodak" / "SHA256SUMS",
+        source="Kodak PhotoCD images (24 PNG, 768x512), from r0k.us/graphics/kodak; test set only",
+    ),
+    # No sha256 of DIV2K_train_HR.zip is recorded: it could not be computed offline, and an invented
+    # value would be worse than none. See data/README.md for how to record it.
+    "div2k-train": DatasetSpec(
+        urls=("https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_train_HR.zip",),
+        checksums=None,
+        extract=True,
+        source="DIV2K training HR images (800 PNG, about 3.5 GB zip), ETH Zurich; research use",
+    ),
+}
+
+
+def download_dataset(
+    name: str,
+    data_dir: PathLike | None = None,
+    allow_unverified: bool = False,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    progress: Progress | None = None,
+) -> Path:
+    """Fetch the registered dataset ``name`` (:data:`DATASETS`) into ``<data_dir>/<name>/``.
+
+    Files already present are checked, not fetched again; archives are verified, extracted, marked
+    done with a ``.<archive>.extracted`` file, and deleted. Returns the dataset folder.
+
+    Raises:
+        KeyError: ``name`` is not registered.
+        DownloadError, ChecksumError, ArchiveError: see :func:`download_file`, :func:`extract_archive`.
+    """
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    spec = DATASETS[name]
+    root = _data_dir(data_dir) / name
+    for url, filename, sha256 in spec.files():
+        marker = root / f".{filename}.extracted"
+        if spec.extract and marker.exists():
+            continue
+        path = download_file(
+            url,
+            root / filename,
+            sha256,
+            timeout=timeout,
+            allow_unverified=allow_unverified,
+            progress=progress,
+        )
+        if spec.extract:
+            extract_archive(path, root)
+            marker.write_text(f"{url}\n")
+            path.unlink()
+    return root
+
+
+# ---------------------------------------------------------------------------------------------- kodak
+
+
+def kodak_checksums() -> dict[str, str]:
+    """``{"kodim01.png": sha256, ...}`` from the repository file ``data/kodak/SHA256SUMS``."""
+    return {name: sha256 for _, name, sha256 in DATASETS["kodak"].files() if sha256 is not None}
+
+
+def verify_checksums(directory: PathLike, checksums: Mapping[str, str]) -> None:
+    """Check every ``name`` in ``checksums`` inside ``directory``; one :class:`ChecksumError` for all."""
+    bad = []
+    for name, sha256 in checksums.items():
+        try:
+            verify_sha256(Path(directory) / name, sha256)
+        except ChecksumError as error:
+            bad.append(str(error))
+    if bad:
+        raise ChecksumError("files differ from their recorded sha256:\n  " + "\n  ".join(bad))
+
+
+def kodak_dir(data_dir: PathLike | None = None, download: bool = False) -> Path:
+    """The folder holding kodim01..24.png (``<data_dir>/kodak``), each checked against its sha256.
+
+    With ``download=True`` missing images are fetched from r0k.us (:func:`download_dataset`).
+
+    Raises:
+        FileNotFoundError: images are missing and ``download`` is false; the message names the folder
+            and the command that fetches them.
+        ChecksumError: an image differs from ``data/kodak/SHA256SUMS``.
+    """
+    if download:
+        return download_dataset("kodak", data_dir)
+    directory = _data_dir(data_dir) / "kodak"
+    missing = [name for name in KODAK_NAMES if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} Kodak images missing in {directory} (first: {missing[0]}). Fetch them with "
+            "`hvq data download kodak`, or put kodim01.png .. kodim24.png there by hand (see data/README.md)."
+        )
+    verify_checksums(directory, kodak_checksums())
+    return directory
+
+
+def kodak_images(data_dir: PathLike | None = None, download: bool = False) -> list[Path]:
+    """The 24 verified Kodak image paths, kodim01.png first (see :func:`kodak_dir`)."""
+    directory = kodak_dir(data_dir, download)
+    return [directory / name for name in KODAK_NAMES]

@@ -1,0 +1,101 @@
+"""Small building blocks: rate conditioning (FiLM), residual blocks, up/down sampling."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups (batch-size independent, as in VQGAN)."""
+    groups = math.gcd(channels, 8)
+    return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
+
+
+class RateEmbedding(nn.Module):
+    """Embeds the rate knob ``t`` in [0, 1] (normalised log lambda) into a conditioning vector.
+
+    ``t: (B,) -> (B, dim)`` through Fourier features and a two-layer MLP.
+    """
+
+    def __init__(self, dim: int = 64, n_freqs: int = 4) -> None:
+        super().__init__()
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(n_freqs, dtype=torch.float32))
+        self.mlp = nn.Sequential(nn.Linear(2 * n_freqs + 1, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.dim = dim
+
+    def forward(self, t: Tensor) -> Tensor:
+        t = t.to(self.freqs.dtype).view(-1, 1)
+        ang = t * self.freqs
+        return self.mlp(torch.cat([t, ang.sin(), ang.cos()], dim=1))
+
+
+class FiLM(nn.Module):
+    """Feature-wise affine modulation ``x * (1 + gamma(c)) + beta(c)``; identity at initialisation."""
+
+    def __init__(self, cond_dim: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor, cond: Tensor | None) -> Tensor:
+        if cond is None:
+            return x
+        gamma, beta = self.proj(cond).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+        return x * (1 + gamma) + beta
+
+
+class ResBlock(nn.Module):
+    """``x + conv(act(film(norm(conv(act(film(norm(x)))))))`` with a 1x1 skip when channels change."""
+
+    def __init__(self, c_in: int, c_out: int, cond_dim: int = 0) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = group_norm(c_in), group_norm(c_out)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.film1 = FiLM(cond_dim, c_in) if cond_dim else None
+        self.film2 = FiLM(cond_dim, c_out) if cond_dim else None
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        h = self.norm1(x)
+        if self.film1 is not None:
+            h = self.film1(h, cond)
+        h = self.conv1(F.silu(h))
+        h = self.norm2(h)
+        if self.film2 is not None:
+            h = self.film2(h, cond)
+        h = self.conv2(F.silu(h))
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    """Strided 3x3 convolution, halves H and W (ceil for odd sizes)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest x2 then 3x3 convolution (no checkerboard artefacts)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def run_blocks(blocks: nn.ModuleList, x: Tensor, cond: Tensor | None) -> Tensor:
+    for block in blocks:
+        x = block(x, cond)
+    return x

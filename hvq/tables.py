@@ -1,0 +1,157 @@
+"""Float probabilities -> deterministic integer frequency tables (numpy only).
+
+A range coder decodes correctly only if the decoder rebuilds *exactly* the table the encoder used; a
+difference of one unit in one entry breaks the rest of the stream. Network outputs are floats whose
+last bits depend on the device, the thread count and the library version (``torch.softmax`` differs
+between CPU, CUDA and MPS), so they never reach the coder directly. This module defines the only
+path from (mu, scale) to a table, built so that both sides compute it bit for bit:
+
+1. **Snap the parameters to a grid.** ``mu`` and the codebook are rounded to multiples of
+   ``2**-MU_FRAC_BITS``; ``log2(scale)`` to multiples of ``1/LOG2_SCALE_STEPS`` inside
+   ``[log2 SCALE_MIN, log2 SCALE_MAX]``. The model computes mu and scale in float64 from the integer
+   z (see ``hvq.model``), so a device difference (~1e-16) moves a value across a grid boundary with
+   negligible probability; if it ever does, the CRC32 of the indices in the container reports it.
+2. **Distances in exact-order float64.** ``d_k = sum_d (diff_kd * inv_scale_d)^2`` with
+   ``diff`` an exact multiple of the grid step and ``inv_scale`` from a fixed table; each product is
+   exact and the four (D) squares are added left to right in a Python loop, so IEEE-754 rounding
+   gives the same bits on every machine (no BLAS, no reduction whose order depends on threads).
+3. **An integer exponential.** ``u_k = d_k / 2 - min_j d_j / 2`` is floored onto a grid of
+   ``1/EXP_STEPS`` nats and looked up in ``EXP_TABLE`` (integers ``round(2**31 exp(-t/EXP_STEPS))``);
+   ``tests/test_tables.py`` pins a hash of both lookup tables.
+4. **Fixed-precision frequencies.** :func:`freqs_from_weights` maps non-negative integer weights to
+   frequencies that are all >= 1 and sum to exactly ``2**PRECISION`` using integer arithmetic only.
+
+The coder (``hvq.coder``) hands constriction ``freqs - 1`` as float64: integers below 2**53 are exact,
+and constriction's fast quantiser then reproduces the table exactly (its scale factor is exactly 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Total of every frequency table: 2**24, the precision of constriction's range coder models.
+PRECISION = 24
+TOTAL = 1 << PRECISION
+#: mu and codebook grid: multiples of 2**-8.
+MU_FRAC_BITS = 8
+#: log2(scale) grid: multiples of 1/8 octave between 2**-6 and 2**5 (see hvq.probability).
+LOG2_SCALE_STEPS = 8
+LOG2_SCALE_MIN = -6
+LOG2_SCALE_MAX = 5
+#: exp(-u) lookup: u on a grid of 1/64 nat, cut at 24 nats (relative mass 4e-11, below 1/TOTAL).
+EXP_STEPS = 64
+EXP_MAX_NATS = 24
+WEIGHT_BITS = 31
+
+_N_SCALES = (LOG2_SCALE_MAX - LOG2_SCALE_MIN) * LOG2_SCALE_STEPS + 1
+#: 1/scale for every grid scale, rounded to 20 fractional bits (exact dyadic numbers).
+INV_SCALE_TABLE = np.array(
+    [round(2.0 ** (-(LOG2_SCALE_MIN + j / LOG2_SCALE_STEPS)) * 2**20) / 2**20 for j in range(_N_SCALES)],
+    dtype=np.float64,
+)
+EXP_TABLE = np.array(
+    [round(2**WEIGHT_BITS * math.exp(-t / EXP_STEPS)) for t in range(EXP_MAX_NATS * EXP_STEPS + 1)],
+    dtype=np.int64,
+)
+
+
+def freqs_from_weights(weights: np.ndarray) -> np.ndarray:
+    """Integer weights ``(N, K)`` (>= 0, each row with a positive sum) -> frequencies ``(N, K)``.
+
+    ``f = 1 + floor(w (TOTAL - K) / sum w)``, then the rounding remainder goes to the first largest
+    entry, so every row sums to exactly ``TOTAL`` and every symbol stays codable. Integer-only.
+    """
+    w = np.asarray(weights)
+    if w.ndim != 2 or not np.issubdtype(w.dtype, np.integer):
+        raise ValueError("weights must be a 2-D integer array")
+    n, k = w.shape
+    if k < 2 or k > TOTAL // 4:
+        raise ValueError(f"alphabet size {k} outside 2..{TOTAL // 4}")
+    w = w.astype(np.int64)
+    if (w < 0).any() or (w.max(initial=0) >= 1 << 38):
+        raise ValueError("weights must lie in [0, 2**38)")
+    total = w.sum(axis=1, keepdims=True)
+    if (total <= 0).any():
+        raise ValueError("every row needs a positive total weight")
+    # w * (TOTAL - K) < 2**38 * 2**24 = 2**62 fits int64.
+    freqs = 1 + (w * (TOTAL - k)) // total
+    remainder = TOTAL - freqs.sum(axis=1)
+    freqs[np.arange(n), freqs.argmax(axis=1)] += remainder
+    return freqs
+
+
+def quantize_mu(x: np.ndarray) -> np.ndarray:
+    """Round float values to the integer grid ``round(x * 2**MU_FRAC_BITS)`` (int64)."""
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("non-finite mean or codebook value")
+    return np.round(np.clip(x, -(2.0**14), 2.0**14) * (1 << MU_FRAC_BITS)).astype(np.int64)
+
+
+def quantize_log_scale(scale: np.ndarray) -> np.ndarray:
+    """Scale (> 0) -> index into ``INV_SCALE_TABLE`` (int64)."""
+    s = np.asarray(scale, dtype=np.float64)
+    if not np.isfinite(s).all():
+        raise ValueError("non-finite scale")
+    lg = np.log2(np.clip(s, 2.0**LOG2_SCALE_MIN, 2.0**LOG2_SCALE_MAX))
+    return np.clip(np.round((lg - LOG2_SCALE_MIN) * LOG2_SCALE_STEPS), 0, _N_SCALES - 1).astype(np.int64)
+
+
+def gaussian_index_freqs(
+    mu_q: np.ndarray, scale_idx: np.ndarray, codebook_q: np.ndarray, chunk: int | None = None
+) -> np.ndarray:
+    """Integer frequency tables of VQ indices under grid-snapped Gaussians.
+
+    Args:
+        mu_q: ``(N, D)`` int64 means from :func:`quantize_mu`.
+        scale_idx: ``(N, D)`` (diagonal) or ``(N, 1)`` (isotropic) int64 from :func:`quantize_log_scale`.
+        codebook_q: ``(K, D)`` int64 codebook from :func:`quantize_mu`.
+        chunk: positions per block (memory ``chunk * K * 8`` bytes per temporary).
+
+    Returns:
+        ``(N, K)`` int64 frequencies, each row >= 1 everywhere and summing to ``2**PRECISION``.
+    """
+    mu_q, scale_idx, codebook_q = (np.asarray(a, dtype=np.int64) for a in (mu_q, scale_idx, codebook_q))
+    n, d = mu_q.shape
+    k = codebook_q.shape[0]
+    if codebook_q.shape[1] != d or scale_idx.shape[0] != n or scale_idx.shape[1] not in (1, d):
+        raise ValueError("shape mismatch between mu, scale and codebook")
+    step = 2.0**-MU_FRAC_BITS
+    chunk = chunk or max(1, (1 << 22) // k)
+    out = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, chunk):
+        sl = slice(start, min(n, start + chunk))
+        inv = INV_SCALE_TABLE[scale_idx[sl]]  # (n_c, D or 1)
+        dist = np.zeros((sl.stop - sl.start, k), dtype=np.float64)
+        for j in range(d):  # fixed left-to-right order over D
+            diff = (codebook_q[None, :, j] - mu_q[sl, j, None]).astype(np.float64) * step
+            term = diff * inv[:, min(j, inv.shape[1] - 1), None]
+            dist = dist + term * term
+        u = 0.5 * (dist - dist.min(axis=1, keepdims=True))
+        t = np.minimum(np.floor(u * EXP_STEPS), EXP_MAX_NATS * EXP_STEPS).astype(np.int64)
+        out[sl] = freqs_from_weights(EXP_TABLE[t])
+    return out
+
+
+def weights_from_probs(probs: np.ndarray) -> np.ndarray:
+    """Float probabilities ``(..., K)`` -> integer weights ``round(p * 2**31)`` for storing once.
+
+    Use only where the result is computed once and then stored (static histogram, factorised prior
+    tables saved in the model); never on per-image float outputs.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if (p < 0).any() or not np.isfinite(p).all():
+        raise ValueError("probabilities must be finite and >= 0")
+    p = p / p.sum(axis=-1, keepdims=True)
+    return np.round(p * 2**WEIGHT_BITS).astype(np.int64)
+
+
+def ideal_bits(freqs: np.ndarray, symbols: np.ndarray) -> float:
+    """Information content ``-sum log2(f[s] / TOTAL)`` of ``symbols`` ``(N,)`` under ``freqs`` ``(N, K)``
+    (or one shared table ``(K,)``)."""
+    f = np.asarray(freqs)
+    s = np.asarray(symbols, dtype=np.int64)
+    chosen = f[s] if f.ndim == 1 else f[np.arange(len(s)), s]
+    return float(-(np.log2(chosen.astype(np.float64)) - PRECISION).sum())

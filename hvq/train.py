@@ -1,0 +1,273 @@
+"""Training: rate + lambda * (distortion + perception) + VQ + adversarial, resumable, DDP-ready.
+
+One step, per batch of crops ``x (B, 3, c, c)``:
+
+* sample the rate knob per image: ``lambda ~ logUniform[lambda_min, lambda_max]`` and the granularity
+  ratios ``coarse ~ U(coarse_ratio)``, ``medium ~ U(medium_ratio)`` (so one model serves every rate);
+* ``loss = mean_b[ bpp_b + lambda_b * (mse_weight * MSE_b + lpips_weight * LPIPS_b) ]
+  + codebook + beta * commit + w_adv * GAN`` where ``bpp`` counts index, z and mask bits, and
+  ``w_adv = disc_weight * ||grad rec|| / ||grad GAN||`` (VQGAN's adaptive weight) once
+  ``step >= disc_start``; the PatchGAN discriminator trains with the hinge loss.
+
+Checkpoints (``run_dir/checkpoint.pt``) hold the config, the step, model/discriminator/optimiser
+states and the RNG state, written atomically every ``ckpt_every`` steps: a killed run resumes from
+the last one (``hvq train`` resumes automatically). Under ``torchrun`` it uses DistributedDataParallel
+(NCCL on CUDA, gloo on CPU) with rank-0 logging and checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from hvq.checkpoint import load_checkpoint, save_checkpoint
+from hvq.config import Config
+from hvq.data import ImageFolderCrops, default_data_dir
+from hvq.model import HVQCodec
+from hvq.nets import PatchDiscriminator
+from hvq.nets.discriminator import adaptive_weight, hinge_d_loss
+from hvq.perceptual import LPIPS
+
+LOG_FIELDS = (
+    "step", "wall_s", "img_per_s", "lr", "loss", "bpp", "bpp_index", "bpp_z", "bpp_mask", "mse", "psnr",
+    "lpips", "codebook", "commit", "gan_g", "gan_w", "gan_d", "perplexity", "restarted",
+)  # fmt: skip
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def sample_knobs(cfg: Config, b: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-image ``(lambda, coarse_ratio, medium_ratio)``, each ``(B,)``."""
+    m, t = cfg.model, cfg.train
+    u = torch.rand(3, b, generator=gen)
+    lam = torch.exp(math.log(m.lambda_min) + u[0] * (math.log(m.lambda_max) - math.log(m.lambda_min)))
+    rc = t.coarse_ratio[0] + u[1] * (t.coarse_ratio[1] - t.coarse_ratio[0])
+    rm = t.medium_ratio[0] + u[2] * (t.medium_ratio[1] - t.medium_ratio[0])
+    return lam, rc, rm
+
+
+def lr_at(cfg: Config, step: int) -> float:
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    frac = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
+    return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * frac))
+
+
+def _resolve_dirs(cfg: Config, data_dir: Path) -> list[Path]:
+    return [Path(d) if Path(d).is_absolute() else data_dir / d for d in cfg.train.data_dirs]
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    data_dir: str | Path | None = None,
+    steps: int | None = None,
+    device: str | None = None,
+    callback: Callable[[dict], None] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) ``cfg`` into ``run_dir``; returns the checkpoint path.
+
+    ``steps`` overrides ``cfg.train.steps`` (the total, not additional steps). ``callback`` receives
+    every logged row (a dict), e.g. for a live plot in a notebook.
+    """
+    tc = cfg.train
+    total_steps = steps if steps is not None else tc.steps
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    dev = pick_device(device or tc.device)
+    rank, world = 0, 1
+    if distributed:
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(dev)
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(cfg.to_json())
+
+    torch.manual_seed(tc.seed + rank)
+    gen = torch.Generator().manual_seed(tc.seed + 1000 * rank)
+    model = HVQCodec(cfg.model).to(dev)
+    disc = PatchDiscriminator(tc.disc_width).to(dev)
+    perceptual = LPIPS().to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr, betas=(0.5, 0.9))
+    step, wall = 0, 0.0
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, expect_config=cfg)
+        model.load_state_dict(state["model"])
+        disc.load_state_dict(state["disc"])
+        opt.load_state_dict(state["opt"])
+        opt_d.load_state_dict(state["opt_d"])
+        step, wall = state["step"], state["wall_s"]
+        gen.set_state(state["rng"])
+        if rank == 0:
+            print(f"resumed from {ckpt_path} at step {step}")
+    net = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
+
+    data_root = Path(data_dir) if data_dir else default_data_dir()
+    dataset = ImageFolderCrops(
+        _resolve_dirs(cfg, data_root), crop=tc.crop, epoch_size=10**6, cache=tc.cache_images
+    )
+    sampler = DistributedSampler(dataset, world, rank, seed=tc.seed + step) if distributed else None
+    loader = DataLoader(
+        dataset, batch_size=tc.batch_size, shuffle=sampler is None, sampler=sampler,
+        num_workers=tc.num_workers, drop_last=True, generator=None if sampler else gen,
+    )  # fmt: skip
+    amp = tc.amp and dev.type in ("cpu", "cuda")
+    log_file = run_dir / "log.csv"
+    new_log = rank == 0 and not log_file.exists()
+    log_fh = open(log_file, "a", newline="") if rank == 0 else None
+    writer = csv.DictWriter(log_fh, LOG_FIELDS) if log_fh else None
+    if new_log:
+        writer.writeheader()
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
+    model.train()
+    t_last, n_img = time.time(), 0
+    it = iter(loader)
+    try:
+        while step < total_steps:
+            try:
+                x = next(it)
+            except StopIteration:
+                it = iter(loader)
+                x = next(it)
+            x = x.to(dev, non_blocking=True)
+            lam, rc, rm = (v.to(dev) for v in sample_knobs(cfg, x.shape[0], gen))
+            if distributed and not bool(model.quantizer.initialised):
+                with torch.no_grad():  # initialise the codebook from data, identically on every rank
+                    model(x, lam, rc, rm)
+                dist.broadcast(model.quantizer.codebook.data, src=0)
+            for group in opt.param_groups + opt_d.param_groups:
+                group["lr"] = lr_at(cfg, step)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                out = net(x, lam, rc, rm)
+                x_hat = out["x_hat"].float()
+                mse = (x_hat - x).pow(2).flatten(1).mean(1)
+                lp = perceptual(x_hat, x).float()
+            dist_term = tc.mse_weight * mse + tc.lpips_weight * lp
+            rd = (out["bpp"] + lam * dist_term).mean()
+            vq = out["codebook_loss"] + cfg.model.beta_commit * out["commit_loss"]
+            loss = rd + vq
+            gan_g = gan_w = gan_d = torch.zeros((), device=dev)
+            use_gan = step >= tc.disc_start and tc.disc_weight > 0
+            if use_gan:
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                    gan_g = -disc(x_hat).float().mean()
+                gan_w = tc.disc_weight * adaptive_weight(
+                    (lam * dist_term).mean(), gan_g, model.decoder.last_layer
+                )
+                loss = loss + gan_w * gan_g
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            if use_gan:
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                    gan_d = hinge_d_loss(disc(x).float(), disc(x_hat.detach()).float())
+                opt_d.zero_grad(set_to_none=True)
+                gan_d.backward()
+                opt_d.step()
+            with torch.no_grad():
+                _update_static(model, out)
+            restarted = 0
+            if tc.restart_every and (step + 1) % tc.restart_every == 0:
+                restarted = _restart_codes(model, out, distributed)
+            step += 1
+            n_img += x.shape[0] * world
+            if bar:
+                bar.update(1)
+                bar.set_postfix(bpp=f"{out['bpp'].mean().item():.3f}", lpips=f"{lp.mean().item():.3f}")
+            if rank == 0 and (step % tc.log_every == 0 or step == total_steps):
+                now = time.time()
+                wall += now - t_last
+                row = {
+                    "step": step,
+                    "wall_s": round(wall, 1),
+                    "img_per_s": round(n_img / max(1e-9, now - t_last), 2),
+                    "lr": lr_at(cfg, step),
+                    "loss": loss.item(),
+                    "mse": mse.mean().item(),
+                    "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item(),
+                    "lpips": lp.mean().item(),
+                    "codebook": out["codebook_loss"].item(),
+                    "commit": out["commit_loss"].item(),
+                    "gan_g": gan_g.item(),
+                    "gan_w": float(gan_w),
+                    "gan_d": gan_d.item(),
+                    "perplexity": model.quantizer.perplexity(
+                        torch.cat([i.flatten() for i in out["indices"]])
+                    ),
+                    "restarted": restarted,
+                }
+                row.update({k: out[k].mean().item() for k in ("bpp", "bpp_index", "bpp_z", "bpp_mask")})
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+                log_fh.flush()
+                t_last, n_img = now, 0
+                if callback:
+                    callback(row)
+            if rank == 0 and (step % tc.ckpt_every == 0 or step == total_steps):
+                model.update()
+                save_checkpoint(ckpt_path, cfg, model, step=step, wall_s=wall, disc=disc, opt=opt,
+                                opt_d=opt_d, rng=gen.get_state())  # fmt: skip
+    finally:
+        if bar:
+            bar.close()
+        if log_fh:
+            log_fh.close()
+        if distributed:
+            dist.destroy_process_group()
+    return ckpt_path
+
+
+def _update_static(model: HVQCodec, out: dict) -> None:
+    """Exponential moving histogram of the coded indices (the static-histogram baseline)."""
+    counts = model.static.counts
+    counts.mul_(0.995)
+    for idx, m in zip(out["indices"], out["masks"], strict=True):
+        model.static.update(idx[m[:, 0] > 0])
+
+
+def _restart_codes(model: HVQCodec, out: dict, distributed: bool) -> int:
+    feats = torch.cat(
+        [
+            y.detach().float().permute(0, 2, 3, 1)[m[:, 0] > 0]
+            for y, m in zip(out["features"], out["masks"], strict=True)
+        ]
+    )
+    n = model.quantizer.restart_dead_codes_(feats)
+    if distributed:  # keep every rank's codebook identical: rank 0's wins
+        dist.broadcast(model.quantizer.codebook.data, src=0)
+    return n
