@@ -40,11 +40,14 @@ def encode_symbols(symbols: np.ndarray, freqs: np.ndarray) -> bytes:
 
     Returns the compressed bytes (a whole number of 32-bit little-endian words).
     """
-    s = np.asarray(symbols).astype(np.int32).ravel()
+    s = np.asarray(symbols).ravel()
     f = np.asarray(freqs)
     k = f.shape[-1]
-    if s.size and (s.min() < 0 or s.max() >= k):
+    if s.size and not np.issubdtype(s.dtype, np.integer):
+        raise ValueError(f"symbols must be integers, got dtype {s.dtype}")
+    if s.size and (s.min() < 0 or s.max() >= k):  # checked before the cast: int32 would wrap
         raise ValueError(f"symbols must lie in [0, {k})")
+    s = s.astype(np.int32)
     if f.ndim == 2 and f.shape[0] != s.size:
         raise ValueError(f"{s.size} symbols but {f.shape[0]} tables")
     encoder = constriction.stream.queue.RangeEncoder()

@@ -36,6 +36,9 @@ class ModelConfig:
     lambda_min: float = 1.0
     lambda_max: float = 64.0
     beta_commit: float = 0.25
+    # Let the rate gradient move the shared codebook. Off by default: the rate can then fall by
+    # spreading the codes apart relative to sigma (a scale degeneracy seen as diverging training).
+    rate_grad_to_codebook: bool = False
 
     def __post_init__(self) -> None:
         self.widths = tuple(self.widths)
@@ -62,6 +65,7 @@ class TrainConfig:
     steps: int = 20000
     lr: float = 4e-4
     lr_min: float = 4e-5
+    codebook_lr_mult: float = 10.0  # the codebook learns faster than the encoder moves (no EMA)
     warmup_steps: int = 200
     mse_weight: float = 1.0
     lpips_weight: float = 0.05

@@ -65,6 +65,8 @@ class Container:
         """Serialise; raises ``ValueError`` for values the format cannot hold."""
         if not (1 <= self.height <= 0xFFFF and 1 <= self.width <= 0xFFFF):
             raise ValueError(f"image size {self.height}x{self.width} outside 1..65535")
+        if self.height * self.width > MAX_PIXELS:
+            raise ValueError(f"image size {self.height}x{self.width} above MAX_PIXELS = {MAX_PIXELS}")
         if len(self.model_tag) != 8:
             raise ValueError("model_tag must be 8 bytes")
         if len(self.knobs) > MAX_KNOBS or not 1 <= len(self.streams) <= MAX_STREAMS:

@@ -143,7 +143,7 @@ def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
 def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -387,9 +387,8 @@ def _fetch(url: str, part: Path, dest: Path, timeout: float, progress: Progress 
         raise DownloadError(f"{url}: HTTP {error.code} {error.reason}. {_by_hand(url, dest)}") from error
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", None) or error
-        raise DownloadError(
-            f"download of {url} failed ({reason}). Run again to resume from {part}. {_by_hand(url, dest)}"
-        ) from error
+        resume = f" Run again to resume from {part}." if part.exists() and part.stat().st_size else ""
+        raise DownloadError(f"download of {url} failed ({reason}).{resume} {_by_hand(url, dest)}") from error
 
 
 def download_file(
@@ -524,11 +523,11 @@ DATASETS: dict[str, DatasetSpec] = {
         checksums=REPO_DATA / "kodak" / "SHA256SUMS",
         source="Kodak PhotoCD images (24 PNG, 768x512), from r0k.us/graphics/kodak; test set only",
     ),
-    # No sha256 of DIV2K_train_HR.zip is recorded: it could not be computed offline, and an invented
-    # value would be worse than none. See data/README.md for how to record it.
+    # The sha256 in data/div2k/SHA256SUMS is the one TensorFlow Datasets publishes for this URL
+    # (not recomputed here); set checksums=None to accept downloads only with allow_unverified.
     "div2k-train": DatasetSpec(
         urls=("https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_train_HR.zip",),
-        checksums=None,
+        checksums=REPO_DATA / "div2k" / "SHA256SUMS",
         extract=True,
         source="DIV2K training HR images (800 PNG, about 3.5 GB zip), ETH Zurich; research use",
     ),

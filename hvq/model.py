@@ -172,6 +172,8 @@ class HVQCodec(nn.Module):
         masks = [fine, medium, coarse]
         ys = self.encoder(x, cond_e)
         codebook = self.quantizer.codebook
+        if not self.cfg.rate_grad_to_codebook:
+            codebook = codebook.detach()
         y_hats, indices, bits_maps, confidence = [], [], [], []
         index_bits = x.new_zeros(b)
         z_bits = x.new_zeros(b)
@@ -186,7 +188,12 @@ class HVQCodec(nn.Module):
                 z = hp.h_a(y, m)
                 z_tilde, z_lik = hp.prior(z)
                 mu, scale = hp.h_s(z_tilde, m, cond_h)
-                bits = embedding_bits(mu, scale, codebook, y_hat) * m[:, 0]
+                # y_hat's value is the code vector; its gradient reaches the encoder (and, with
+                # rate_grad_to_codebook, the code itself).
+                y_rate = (
+                    self.quantizer.embed(idx) + (y - y.detach()) if self.cfg.rate_grad_to_codebook else y_hat
+                )
+                bits = embedding_bits(mu, scale, codebook, y_rate) * m[:, 0]
                 index_bits = index_bits + bits.flatten(1).sum(1)
                 z_bits = z_bits + (-torch.log2(z_lik)).flatten(1).sum(1)
                 frac = m.sum() / m.numel()
@@ -273,6 +280,7 @@ class HVQCodec(nn.Module):
             self._exact_cache = (h_s, emb, cb_q)
         return self._exact_cache
 
+    @torch.no_grad()
     def _index_tables(self, g: int, z_hat: Tensor, mask: Tensor, t: Tensor):
         """Integer index tables of the masked positions of granularity g, computed in float64 on CPU.
 
@@ -291,7 +299,8 @@ class HVQCodec(nn.Module):
         log_s = torch.log2(scale.clamp(SCALE_MIN, SCALE_MAX)).mean(1).float()
         return freqs, log_s, pos
 
-    def _analyze(self, x: Tensor, lam: float, coarse_ratio: float, medium_ratio: float, roi=None) -> Symbols:
+    @torch.no_grad()
+    def analyze(self, x: Tensor, lam: float, coarse_ratio: float, medium_ratio: float, roi=None) -> Symbols:
         if x.dim() != 3 or x.shape[0] != 3:
             raise ValueError(f"expected an image tensor (3, H, W), got {tuple(x.shape)}")
         self._require_tables()
@@ -326,7 +335,8 @@ class HVQCodec(nn.Module):
             log_scales.append(log_s)
         return Symbols(height, width, lam, rc, rm, [m.cpu() for m in masks], z_hats, idxs, freqs, log_scales)
 
-    def _synthesize(self, sym: Symbols) -> Tensor:
+    @torch.no_grad()
+    def synthesize(self, sym: Symbols) -> Tensor:
         """Image from decoded symbols: ``(3, H, W)`` in [0, 1]. Used by decompress *and* reconstruct."""
         dev = self.quantizer.codebook.device
         t = self.lambda_to_t(sym.lam)
@@ -356,7 +366,7 @@ class HVQCodec(nn.Module):
     ):
         """The network's own reconstruction through the coding path, without the range coder.
         ``decompress(compress(x, ...))`` equals this exactly (a test checks it)."""
-        return self._synthesize(self._analyze(x, lam, coarse_ratio, medium_ratio, roi))
+        return self.synthesize(self.analyze(x, lam, coarse_ratio, medium_ratio, roi))
 
     @torch.no_grad()
     def compress(
@@ -374,8 +384,8 @@ class HVQCodec(nn.Module):
         """
         if lam is None:
             lam = math.sqrt(self.cfg.lambda_min * self.cfg.lambda_max)
-        sym = self._analyze(x, lam, coarse_ratio, medium_ratio, roi)
-        return self._encode_symbols(sym)
+        sym = self.analyze(x, lam, coarse_ratio, medium_ratio, roi)
+        return self.encode(sym)
 
     def _mask_symbols(self, masks: list[Tensor]) -> tuple[np.ndarray, np.ndarray]:
         coarse = masks[2][0, 0].flatten().numpy().astype(np.int64)
@@ -383,7 +393,7 @@ class HVQCodec(nn.Module):
         medium = masks[1][0, 0].flatten().numpy().astype(np.int64)[avail]
         return coarse, medium
 
-    def _encode_symbols(self, sym: Symbols) -> bytes:
+    def encode(self, sym: Symbols) -> bytes:
         coarse_sym, medium_sym = self._mask_symbols(sym.masks)
         coarse_bytes = coder.encode_symbols(coarse_sym, _mask_table(sym.coarse_ratio))
         medium_bytes = coder.encode_symbols(medium_sym, _mask_table(sym.medium_ratio))
@@ -404,6 +414,21 @@ class HVQCodec(nn.Module):
         crc = symbols_crc32(coarse_sym, medium_sym, *z_syms, *idx_syms)
         knobs = (sym.lam, sym.coarse_ratio, sym.medium_ratio)
         return Container(sym.height, sym.width, self.model_tag(), knobs, streams, crc).to_bytes()
+
+    def static_index_streams(self, sym: Symbols) -> list[bytes]:
+        """The ablation baseline: the same indices coded with the static global histogram.
+
+        Returns the three index streams (fine, medium, coarse) as real range-coded bytes under
+        ``static_freqs`` (no z is needed: the static model ignores the hyperprior).
+        """
+        if int(self.static_freqs.sum()) != tables.TOTAL:
+            raise RuntimeError("static histogram table is empty: run model.update() first")
+        table = self.static_freqs.cpu().numpy()
+        out = []
+        for g in range(3):
+            pos = torch.nonzero(sym.masks[g][0, 0].flatten()).flatten().numpy()
+            out.append(coder.encode_symbols(sym.indices[g][0].flatten().numpy()[pos], table))
+        return out
 
     def _z_table(self, g: int, shape: tuple[int, ...]) -> np.ndarray:
         """Per-element z tables ``(C*h*w, 2S+1)`` for z of shape ``(C, h, w)``."""
@@ -451,7 +476,7 @@ class HVQCodec(nn.Module):
         medium_flat[avail] = medium_sym
         medium = torch.from_numpy(medium_flat).view(1, 1, hp // 8, wp // 8)
         fine = F.interpolate(
-            (torch.from_numpy(avail.astype(np.float32)) - medium_flat).view(1, 1, hp // 8, wp // 8),
+            torch.from_numpy(avail.astype(np.float32) - medium_flat).view(1, 1, hp // 8, wp // 8),
             scale_factor=2.0,
             mode="nearest",
         )
@@ -480,7 +505,7 @@ class HVQCodec(nn.Module):
                 "(another model version or device) or the file is damaged"
             )
         sym = Symbols(c.height, c.width, lam, rc, rm, masks, z_hats, idxs, freqs, log_scales)
-        return self._synthesize(sym)
+        return self.synthesize(sym)
 
 
 def _z_side(n: int) -> int:

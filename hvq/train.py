@@ -40,7 +40,7 @@ from hvq.perceptual import LPIPS
 
 LOG_FIELDS = (
     "step", "wall_s", "img_per_s", "lr", "loss", "bpp", "bpp_index", "bpp_z", "bpp_mask", "mse", "psnr",
-    "lpips", "codebook", "commit", "gan_g", "gan_w", "gan_d", "perplexity", "restarted",
+    "lpips", "codebook", "commit", "gan_g", "gan_w", "gan_d", "perplexity", "restarted", "skipped",
 )  # fmt: skip
 
 
@@ -114,7 +114,11 @@ def train(
     model = HVQCodec(cfg.model).to(dev)
     disc = PatchDiscriminator(tc.disc_width).to(dev)
     perceptual = LPIPS().to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(0.5, 0.9))
+    codebook = [model.quantizer.codebook]
+    others = [p for n, p in model.named_parameters() if n != "quantizer.codebook"]
+    opt = torch.optim.Adam(
+        [{"params": others}, {"params": codebook, "lr_mult": tc.codebook_lr_mult}], lr=tc.lr, betas=(0.5, 0.9)
+    )
     opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr, betas=(0.5, 0.9))
     step, wall = 0, 0.0
     if ckpt_path.exists():
@@ -155,7 +159,7 @@ def train(
 
         bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
     model.train()
-    t_last, n_img = time.time(), 0
+    t_last, n_img, skipped = time.time(), 0, 0
     it = iter(loader)
     try:
         while step < total_steps:
@@ -171,7 +175,7 @@ def train(
                     model(x, lam, rc, rm)
                 dist.broadcast(model.quantizer.codebook.data, src=0)
             for group in opt.param_groups + opt_d.param_groups:
-                group["lr"] = lr_at(cfg, step)
+                group["lr"] = lr_at(cfg, step) * group.get("lr_mult", 1.0)
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
                 out = net(x, lam, rc, rm)
                 x_hat = out["x_hat"].float()
@@ -192,7 +196,12 @@ def train(
                 loss = loss + gan_w * gan_g
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            if not torch.isfinite(grad_norm):  # skip a bad step instead of poisoning the weights
+                skipped += 1
+                if skipped > 50:
+                    raise FloatingPointError(f"more than 50 non-finite steps (last at step {step})")
+                continue
             opt.step()
             if use_gan:
                 with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -231,6 +240,7 @@ def train(
                         torch.cat([i.flatten() for i in out["indices"]])
                     ),
                     "restarted": restarted,
+                    "skipped": skipped,
                 }
                 row.update({k: out[k].mean().item() for k in ("bpp", "bpp_index", "bpp_z", "bpp_mask")})
                 writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

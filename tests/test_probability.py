@@ -74,9 +74,7 @@ def test_half_mahalanobis_matches_direct_difference(isotropic: bool) -> None:
     mu, scale, codebook = _inputs(3, isotropic=isotropic)
     got = half_mahalanobis(mu, scale, codebook)
     s = scale.expand_as(mu)
-    want = torch.stack(
-        [0.5 * (((e.view(1, -1, 1, 1) - mu) / s) ** 2).sum(dim=1) for e in codebook], dim=1
-    )
+    want = torch.stack([0.5 * (((e.view(1, -1, 1, 1) - mu) / s) ** 2).sum(dim=1) for e in codebook], dim=1)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     assert (got >= 0).all()
 
@@ -163,8 +161,12 @@ def test_large_scale_limit_is_uniform() -> None:
     mu = 0.1 * torch.randn(2, 4, 3, 3, generator=g, dtype=torch.float64)
     p = index_log_probs(mu, torch.full((2, 4, 3, 3), SCALE_MAX, dtype=torch.float64), codebook).exp()
     torch.testing.assert_close(p, torch.full_like(p, 1.0 / k), rtol=2e-3, atol=0.0)
-    bits = index_bits(mu, torch.full((2, 1, 3, 3), SCALE_MAX, dtype=torch.float64), codebook,
-                      torch.zeros(2, 3, 3, dtype=torch.long))
+    bits = index_bits(
+        mu,
+        torch.full((2, 1, 3, 3), SCALE_MAX, dtype=torch.float64),
+        codebook,
+        torch.zeros(2, 3, 3, dtype=torch.long),
+    )
     torch.testing.assert_close(bits, torch.full_like(bits, math.log2(k)), rtol=1e-3, atol=0.0)
 
 

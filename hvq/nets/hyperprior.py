@@ -15,12 +15,16 @@ Shapes: ``HyperAnalysis(y (B, D, h, w), m (B, 1, h, w)) -> z (B, Cz, ceil(h/4), 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hvq.nets.blocks import FiLM
-from hvq.probability import FactorizedPrior
+from hvq.probability import SCALE_MAX, SCALE_MIN, FactorizedPrior
+
+LOG_SCALE_MIN, LOG_SCALE_MAX = math.log(SCALE_MIN), math.log(SCALE_MAX)
 
 
 class HyperAnalysis(nn.Module):
@@ -62,7 +66,7 @@ class HyperSynthesis(nn.Module):
             t = self.film(t, cond)
         params = self.out(F.leaky_relu(t, 0.1))
         mu, log_scale = params[:, : self.dim], params[:, self.dim :]
-        return mu, torch.exp(log_scale)
+        return mu, torch.exp(log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
 
 
 class Hyperprior(nn.Module):

@@ -10,13 +10,13 @@ from torch import Tensor, nn
 class VectorQuantizer(nn.Module):
     """Vector quantiser with a single ``(K, D)`` codebook shared by the three granularities.
 
-    Choice (documented, as asked): the codebook is a plain parameter trained by gradients, with the
-    VQ-VAE codebook loss ``||sg(y) - e||^2`` and commitment ``beta ||y - sg(e)||^2`` -- not EMA
-    updates -- because in HVQ-CGIC the rate term ``-log2 p(k | mu, sigma)`` is differentiable with
-    respect to the codebook too, and EMA would discard that gradient. Dead codes (unused during the
-    last ``restart_every`` steps) are re-initialised to randomly chosen encoder outputs while
-    training (``restart_dead_codes_``), as in lucidrains' ``expire_codes_``; usage is tracked as
-    perplexity and a dead-code count.
+    Choice (documented, as asked): the codebook is a plain parameter trained by the VQ-VAE codebook
+    loss ``||sg(y) - e||^2`` with commitment ``beta ||y - sg(e)||^2`` (not EMA updates), so that the
+    rate gradient *can* reach it (``rate_grad_to_codebook``, an ablation). The straight-through output
+    ``y + sg(e - y)`` sends the decoder's gradient to the encoder only. Dead codes (unused since the
+    last restart) are re-initialised to randomly chosen encoder outputs while training
+    (``restart_dead_codes_``), as in lucidrains' ``expire_codes_``; usage is tracked as perplexity
+    and a dead-code count.
 
     Shapes: ``quantize(y: (B, D, h, w)) -> (y_hat (B, D, h, w) straight-through, idx (B, h, w))``.
     """
@@ -59,8 +59,8 @@ class VectorQuantizer(nn.Module):
     def forward(self, y: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Quantise ``y (B, D, h, w)``; ``mask (B, 1, h, w)`` selects positions that count.
 
-        Returns ``(y_hat, idx, vq_loss)``. ``y_hat = e_idx + (y - sg(y))``: its value is exactly the code
-        vector, while gradients reach both the encoder (straight-through) and the codebook.
+        Returns ``(y_hat, idx, (codebook_loss, commit_loss))``. ``y_hat = y + sg(e_idx - y)``: its value
+        is exactly the code vector; its gradient goes straight through to the encoder.
         """
         y = y.float()
         if self.training and not bool(self.initialised):
@@ -75,7 +75,7 @@ class VectorQuantizer(nn.Module):
             with torch.no_grad():
                 sel = idx[m[:, 0] > 0]
                 self.usage += torch.bincount(sel.flatten(), minlength=self.num_codes).float()
-        y_hat = e + (y - y.detach())
+        y_hat = y + (e - y).detach()
         return y_hat, idx, (codebook_loss, commit_loss)
 
     @torch.no_grad()
