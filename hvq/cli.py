@@ -60,13 +60,36 @@ def cmd_compress(args) -> int:
     out = Path(args.output)
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists (use --force to overwrite)")
+    roi = _parse_roi(args.roi, x.shape[1], x.shape[2]) if args.roi else None
     t0 = time.perf_counter()
-    data = model.compress(x, lam=args.lam, coarse_ratio=args.coarse, medium_ratio=args.medium)
+    data = model.compress(
+        x, lam=args.lam, coarse_ratio=args.coarse, medium_ratio=args.medium, roi=roi, target_bpp=args.bpp
+    )
     dt = time.perf_counter() - t0
     _write_bytes(out, data, args.force)
     h, w = x.shape[1:]
     print(f"{out}: {len(data)} bytes, {bits_per_pixel(len(data), h, w):.4f} bpp ({w}x{h}), {dt:.2f} s")
     return 0
+
+
+def _parse_roi(spec: str, height: int, width: int):
+    """``x0,y0,x1,y1`` (a box in pixels) or the path of a mask image (non-zero = region of interest)."""
+    import torch
+
+    parts = spec.split(",")
+    if len(parts) == 4 and all(p.strip().lstrip("-").isdigit() for p in parts):
+        x0, y0, x1, y1 = (int(p) for p in parts)
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            raise ValueError(f"--roi box {spec} outside the {width}x{height} image")
+        roi = torch.zeros(height, width)
+        roi[y0:y1, x0:x1] = 1
+        return roi
+    from hvq.data import load_image
+
+    mask = load_image(spec).amax(0)
+    if mask.shape != (height, width):
+        raise ValueError(f"--roi mask {spec} is {mask.shape[1]}x{mask.shape[0]}, the image {width}x{height}")
+    return (mask > 0).float()
 
 
 def cmd_decompress(args) -> int:
@@ -169,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lam", type=float, default=None, help="rate knob lambda (default: middle of range)")
     c.add_argument("--coarse", type=float, default=0.5, help="fraction of 16x16 cells coded coarse")
     c.add_argument("--medium", type=float, default=0.5, help="fraction of the other 8x8 cells coded medium")
+    c.add_argument("--bpp", type=float, default=None, help="target bits per pixel (searches the ratios)")
+    c.add_argument("--roi", default=None, help="region kept fine: a box x0,y0,x1,y1 or a mask image path")
     c.add_argument("--force", action="store_true", help="overwrite the output")
     c.set_defaults(func=cmd_compress)
 

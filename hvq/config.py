@@ -66,6 +66,7 @@ class TrainConfig:
     lr: float = 4e-4
     lr_min: float = 4e-5
     codebook_lr_mult: float = 10.0  # the codebook learns faster than the encoder moves (no EMA)
+    prior_lr_mult: float = 10.0  # the factorised priors of z (density parameters) learn faster
     warmup_steps: int = 200
     mse_weight: float = 1.0
     lpips_weight: float = 0.05

@@ -45,14 +45,33 @@ from hvq.container import Container, symbols_crc32
 from hvq.errors import BitstreamError
 from hvq.nets import Decoder, Encoder, Hyperprior, VectorQuantizer, route
 from hvq.nets.blocks import RateEmbedding
-from hvq.probability import SCALE_MAX, SCALE_MIN, StaticHistogram, embedding_bits
+from hvq.probability import SCALE_MAX, SCALE_MIN, StaticHistogram, embedding_bits, index_bits
 
 GRANULARITIES = ("fine", "medium", "coarse")
 STRIDES = (4, 8, 16)
 #: Images are padded (edge replication) to a multiple of this before coding, then cropped back.
 PAD_MULTIPLE = 16
+#: Largest image the codec accepts (pixels), checked before any network runs.
+MAX_CODEC_PIXELS = 1 << 24
+#: Container bytes besides the payloads: header, knobs, 7 stream lengths, mask split, 2 CRCs, and
+#: about one 32-bit flush word per range-coded stream.
+CONTAINER_OVERHEAD_BYTES = 18 + 12 + 1 + 28 + 4 + 8 + 8 * 4
 #: Probability floor of the two mask symbols (keeps a ratio of 0 or 1 codable).
 MASK_P_FLOOR = 1.0 / 256
+
+
+@dataclass
+class Features:
+    """Ratio-independent analysis of one image (see :meth:`HVQCodec.encode_features`)."""
+
+    height: int
+    width: int
+    lam: float
+    t: Tensor
+    x_padded: Tensor  # (1, 3, Hp, Wp)
+    roi_padded: Tensor | None  # (1, 1, Hp, Wp)
+    ys: list[Tensor]  # features per granularity (1, D, h_g, w_g)
+    indices: list[Tensor]  # nearest codes per granularity (1, h_g, w_g)
 
 
 @dataclass
@@ -300,13 +319,21 @@ class HVQCodec(nn.Module):
         return freqs, log_s, pos
 
     @torch.no_grad()
-    def analyze(self, x: Tensor, lam: float, coarse_ratio: float, medium_ratio: float, roi=None) -> Symbols:
+    def encode_features(self, x: Tensor, lam: float, roi: Tensor | None = None) -> Features:
+        """The part of the analysis that does not depend on the granularity ratios (run it once per
+        lambda when searching ratios): padding, encoder features and nearest codes.
+
+        ``x``: ``(3, H, W)`` in [0, 1], any size up to ``MAX_CODEC_PIXELS``; ``roi``: optional ``(H, W)``.
+        """
         if x.dim() != 3 or x.shape[0] != 3:
             raise ValueError(f"expected an image tensor (3, H, W), got {tuple(x.shape)}")
-        self._require_tables()
-        lam = float(np.float32(lam))
-        rc, rm = float(np.float32(coarse_ratio)), float(np.float32(medium_ratio))
         height, width = x.shape[1:]
+        if height * width > MAX_CODEC_PIXELS:
+            raise ValueError(
+                f"image of {width}x{height} pixels exceeds the codec limit of {MAX_CODEC_PIXELS} pixels "
+                "(about 16 megapixels); downscale or tile it"
+            )
+        lam = float(np.float32(lam))
         dev = self.quantizer.codebook.device
         xp = _pad(x.float().clamp(0, 1).unsqueeze(0).to(dev))
         roi_p = None
@@ -314,26 +341,66 @@ class HVQCodec(nn.Module):
             roi = torch.as_tensor(roi, dtype=torch.float32)
             if roi.shape[-2:] != (height, width):
                 raise ValueError(f"roi mask must be {height}x{width}, got {tuple(roi.shape[-2:])}")
-            roi_p = F.pad(
-                roi.view(1, 1, height, width), (0, xp.shape[3] - width, 0, xp.shape[2] - height)
-            ).to(dev)
+            pad = (0, xp.shape[3] - width, 0, xp.shape[2] - height)
+            roi_p = F.pad(roi.reshape(1, 1, height, width), pad).to(dev)
         t = self.lambda_to_t(lam)
         cond_e, _, _ = self._conds(t.view(1), device=dev)
-        coarse, medium, fine = route(xp, rc, rm, roi_p)
+        ys = [y.float() for y in self.encoder(xp, cond_e)]
+        idxs = [self.quantizer.nearest(y) for y in ys]
+        return Features(height, width, lam, t, xp, roi_p, ys, idxs)
+
+    @torch.no_grad()
+    def analyze(
+        self,
+        x: Tensor | Features,
+        lam: float | None = None,
+        coarse_ratio: float = 0.5,
+        medium_ratio: float = 0.5,
+        roi: Tensor | None = None,
+    ) -> Symbols:
+        """Everything the bitstream will carry (masks, z, indices, integer tables), without coding.
+
+        ``x`` is an image ``(3, H, W)`` (then ``lam`` is required) or the output of
+        :meth:`encode_features`.
+        """
+        self._require_tables()
+        feats = x if isinstance(x, Features) else self.encode_features(x, lam, roi)
+        rc, rm = float(np.float32(coarse_ratio)), float(np.float32(medium_ratio))
+        coarse, medium, fine = route(feats.x_padded, rc, rm, feats.roi_padded)
         masks = [fine, medium, coarse]
-        ys = self.encoder(xp, cond_e)
         s = self.cfg.z_support
-        z_hats, idxs, freqs, log_scales = [], [], [], []
+        z_hats, freqs, log_scales = [], [], []
         for g in range(3):
-            y = ys[g].float()
-            idxs.append(self.quantizer.nearest(y).cpu())
-            z = self.hyperprior(g).h_a(y, masks[g])
+            z = self.hyperprior(g).h_a(feats.ys[g], masks[g])
             z_hat = torch.round(z).clamp(-s, s).cpu()
-            f, log_s, _ = self._index_tables(g, z_hat, masks[g], t)
+            f, log_s, _ = self._index_tables(g, z_hat, masks[g], feats.t)
             z_hats.append(z_hat)
             freqs.append(f)
             log_scales.append(log_s)
-        return Symbols(height, width, lam, rc, rm, [m.cpu() for m in masks], z_hats, idxs, freqs, log_scales)
+        idxs = [i.cpu() for i in feats.indices]
+        masks = [m.cpu() for m in masks]
+        return Symbols(feats.height, feats.width, feats.lam, rc, rm, masks, z_hats, idxs, freqs, log_scales)
+
+    @torch.no_grad()
+    def estimate_bits(self, feats: Features, coarse_ratio: float, medium_ratio: float) -> float:
+        """Estimated file size in bits for these ratios (float model, no tables, no coder): index,
+        z and mask information plus the container overhead. Used by rate control to search fast."""
+        rc, rm = float(np.float32(coarse_ratio)), float(np.float32(medium_ratio))
+        coarse, medium, fine = route(feats.x_padded, rc, rm, feats.roi_padded)
+        masks = [fine, medium, coarse]
+        s = self.cfg.z_support
+        cond_h = self._conds(feats.t.view(1), device=feats.x_padded.device)[2]
+        total = float(self._mask_bits(coarse, medium, rc, rm).sum())
+        for g in range(3):
+            hp = self.hyperprior(g)
+            z_hat = torch.round(hp.h_a(feats.ys[g], masks[g])).clamp(-s, s)
+            total += float(-torch.log2(hp.prior.likelihood(z_hat)).sum())
+            mu, scale = hp.h_s(z_hat, masks[g], cond_h)
+            sel = masks[g][0, 0].flatten() > 0  # only the coded positions, as a (1, D, N, 1) map
+            mu_n, scale_n = (v[0].flatten(1)[:, sel][None, :, :, None] for v in (mu, scale))
+            idx_n = feats.indices[g][0].flatten()[sel][None, :, None]
+            total += float(index_bits(mu_n, scale_n, self.quantizer.codebook, idx_n).sum())
+        return total + 8 * CONTAINER_OVERHEAD_BYTES
 
     @torch.no_grad()
     def synthesize(self, sym: Symbols) -> Tensor:
@@ -376,16 +443,23 @@ class HVQCodec(nn.Module):
         coarse_ratio: float = 0.5,
         medium_ratio: float = 0.5,
         roi: Tensor | None = None,
+        target_bpp: float | None = None,
     ) -> bytes:
         """Encode ``x (3, H, W)`` in [0, 1] (any size) to ``.hvq`` bytes.
 
         ``lam`` defaults to the geometric middle of the trained range; ``roi`` is an optional
-        ``(H, W)`` 0/1 mask of pixels that must be coded at the fine granularity.
+        ``(H, W)`` 0/1 mask of pixels that must be coded at the fine granularity. With
+        ``target_bpp`` the ratios are searched on the real file size (:mod:`hvq.ratecontrol`) and
+        ``coarse_ratio``/``medium_ratio`` are ignored; a target the model cannot reach raises
+        ``hvq.ratecontrol.RateTargetError`` naming the reachable range.
         """
         if lam is None:
             lam = math.sqrt(self.cfg.lambda_min * self.cfg.lambda_max)
-        sym = self.analyze(x, lam, coarse_ratio, medium_ratio, roi)
-        return self.encode(sym)
+        if target_bpp is not None:
+            from hvq.ratecontrol import compress_to_bpp
+
+            return compress_to_bpp(self, x, target_bpp, lams=[lam], roi=roi).data
+        return self.encode(self.analyze(x, lam, coarse_ratio, medium_ratio, roi))
 
     def _mask_symbols(self, masks: list[Tensor]) -> tuple[np.ndarray, np.ndarray]:
         coarse = masks[2][0, 0].flatten().numpy().astype(np.int64)

@@ -114,11 +114,7 @@ def train(
     model = HVQCodec(cfg.model).to(dev)
     disc = PatchDiscriminator(tc.disc_width).to(dev)
     perceptual = LPIPS().to(dev)
-    codebook = [model.quantizer.codebook]
-    others = [p for n, p in model.named_parameters() if n != "quantizer.codebook"]
-    opt = torch.optim.Adam(
-        [{"params": others}, {"params": codebook, "lr_mult": tc.codebook_lr_mult}], lr=tc.lr, betas=(0.5, 0.9)
-    )
+    opt = torch.optim.Adam(_param_groups(model, tc), lr=tc.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr, betas=(0.5, 0.9))
     step, wall = 0, 0.0
     if ckpt_path.exists():
@@ -260,6 +256,16 @@ def train(
         if distributed:
             dist.destroy_process_group()
     return ckpt_path
+
+
+def _param_groups(model: HVQCodec, tc) -> list[dict]:
+    """Three groups: the codebook and the z priors learn ``*_lr_mult`` times faster than the rest."""
+    groups: dict[str, list] = {"codebook": [], "prior": [], "rest": []}
+    for name, p in model.named_parameters():
+        key = "codebook" if name == "quantizer.codebook" else "prior" if ".prior." in name else "rest"
+        groups[key].append(p)
+    mult = {"codebook": tc.codebook_lr_mult, "prior": tc.prior_lr_mult, "rest": 1.0}
+    return [{"params": v, "lr_mult": mult[k]} for k, v in groups.items() if v]
 
 
 def _update_static(model: HVQCodec, out: dict) -> None:
