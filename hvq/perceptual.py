@@ -26,12 +26,13 @@ def lpips_weights_path(path: str | Path | None = None) -> Path | None:
     """The first existing candidate for the complete LPIPS-alex state dict, or None."""
     from hvq.data import default_data_dir
 
-    candidates = [path, os.environ.get("HVQ_LPIPS_WEIGHTS"), default_data_dir() / "lpips" / LPIPS_FILE]
-    for c in candidates:
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"LPIPS weights not found at {path}")
+        return Path(path)
+    for c in (os.environ.get("HVQ_LPIPS_WEIGHTS"), default_data_dir() / "lpips" / LPIPS_FILE):
         if c and Path(c).is_file():
             return Path(c)
-    if path is not None:
-        raise FileNotFoundError(f"LPIPS weights not found at {path}")
     return None
 
 
