@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +10,11 @@ from torch import nn
 
 from hvq.config import Config
 from hvq.errors import CheckpointError
+from hvq.files import atomic_write
 
 #: Bump when the checkpoint layout or the model's state-dict names change incompatibly.
 CHECKPOINT_VERSION = 1
 KIND = "hvq-checkpoint"
-
-
-def atomic_write_bytes(path: str | Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, **extra: Any) -> None:
@@ -44,7 +26,7 @@ def save_checkpoint(path: str | Path, cfg: Config, model: nn.Module, **extra: An
                              "model": model.state_dict()}  # fmt: skip
     for k, v in extra.items():
         state[k] = v.state_dict() if hasattr(v, "state_dict") else v
-    atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+    atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(path: str | Path, expect_config: Config | None = None) -> dict[str, Any]:

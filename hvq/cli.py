@@ -44,11 +44,11 @@ def _load_model(name: str, device: str = "cpu"):
 
 
 def _write_bytes(path: Path, data: bytes, force: bool) -> None:
-    from hvq.checkpoint import atomic_write_bytes
+    from hvq.files import atomic_write
 
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists (use --force to overwrite)")
-    atomic_write_bytes(path, lambda fh: fh.write(data))
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def cmd_compress(args) -> int:
@@ -166,6 +166,23 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from hvq.data import default_data_dir, find_images
+    from hvq.pretrained import export_pretrained
+
+    notes = {"exported_from": str(args.checkpoint)}
+    if args.data_note:
+        notes["data"] = args.data_note
+    train_dir = default_data_dir() / "train"
+    if train_dir.is_dir():
+        notes["train_images"] = {
+            d.name: len(find_images(d)) for d in sorted(train_dir.iterdir()) if d.is_dir()
+        }
+    out = export_pretrained(args.checkpoint, args.name, notes)
+    print(f"{out}: {out.stat().st_size} bytes")
+    return 0
+
+
 def cmd_data(args) -> int:
     from hvq.data import download_dataset
 
@@ -215,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", default=None)
     t.add_argument("--device", default=None)
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("export", help="ship a training checkpoint as hvq/pretrained/<name>.pt")
+    e.add_argument("checkpoint")
+    e.add_argument("--name", default="reduced")
+    e.add_argument("--data-note", default=None, help="free text recorded in the model card")
+    e.set_defaults(func=cmd_export)
 
     da = sub.add_parser("data", help="datasets")
     dsub = da.add_subparsers(dest="data_command", required=True)

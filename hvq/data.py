@@ -19,7 +19,6 @@ import hashlib
 import http.client
 import os
 import re
-import secrets
 import sys
 import tarfile
 import urllib.error
@@ -28,13 +27,14 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+from hvq.files import atomic_write
 
 PathLike = str | os.PathLike[str]
 #: Called as ``progress(bytes_done, bytes_total_or_None)`` while a download runs.
@@ -179,21 +179,7 @@ def save_image(image: torch.Tensor, path: PathLike) -> Path:
     pixels = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().permute(1, 2, 0)
     array = pixels.numpy()
     picture = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
-    return _atomic_write(Path(path), lambda file: picture.save(file, format="PNG"))
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write(file)`` on a fresh temporary file beside ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(Path(path), lambda file: picture.save(file, format="PNG"))
 
 
 # ---------------------------------------------------------------------------------- training crops

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from hvq.checkpoint import model_from_checkpoint, save_checkpoint
-from hvq.config import Config
 from hvq.model import HVQCodec
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -43,13 +42,35 @@ def model_card(name: str = "reduced") -> dict:
     return json.loads((PRETRAINED_DIR / f"{name}.json").read_text())
 
 
-def export_pretrained(checkpoint: str | Path, name: str, card: dict) -> Path:
-    """Slim a training checkpoint to model weights + tables and write it with its card."""
+def export_pretrained(checkpoint: str | Path, name: str, notes: dict | None = None) -> Path:
+    """Slim a training checkpoint to model weights + integer tables, and write its card (JSON).
+
+    The card records the config, the step, the training wall time, the data folders and their image
+    counts, and the last logged losses (read from ``log.csv`` beside the checkpoint when present).
+    """
+    checkpoint = Path(checkpoint)
     model, cfg, state = model_from_checkpoint(checkpoint)
     model.update()
     out = PRETRAINED_DIR / f"{name}.pt"
-    save_checkpoint(
-        out, Config.from_dict(state["config"]) if cfg is None else cfg, model, step=state.get("step")
-    )
+    save_checkpoint(out, cfg, model, step=state.get("step"), wall_s=state.get("wall_s"))
+    card = {
+        "name": name,
+        "format": "hvq-checkpoint (torch.load weights_only=True)",
+        "config": cfg.to_dict(),
+        "steps": state.get("step"),
+        "train_wall_s": state.get("wall_s"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "file_bytes": out.stat().st_size,
+        "model_tag": model.model_tag().hex(),
+    }
+    log = checkpoint.parent / "log.csv"
+    if log.exists():
+        import csv
+
+        with open(log) as fh:
+            rows = list(csv.DictReader(fh))
+        if rows:
+            card["last_log_row"] = rows[-1]
+    card.update(notes or {})
     (PRETRAINED_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     return out
