@@ -14,6 +14,7 @@ bitstreams, foreign checkpoints) print one line ``hvq: error: ...`` and return 2
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -162,7 +163,8 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config)
     run_dir = args.run_dir or f"runs/{cfg.name}"
     ckpt = train(cfg, run_dir, data_dir=args.data_dir, steps=args.steps, device=args.device)
-    print(f"checkpoint: {ckpt}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(f"checkpoint: {ckpt}")
     return 0
 
 

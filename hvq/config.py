@@ -119,10 +119,10 @@ def _build(kind, values: dict[str, Any]):
 
 
 def load_config(path_or_name: str | Path) -> Config:
-    """Load ``configs/<name>.yaml`` by name, or any YAML path."""
+    """Load a packaged config by name (``hvq/configs/<name>.yaml``), or any YAML path."""
     p = Path(path_or_name)
     if not p.suffix:
-        p = Path(__file__).resolve().parent.parent / "configs" / f"{path_or_name}.yaml"
+        p = Path(__file__).resolve().parent / "configs" / f"{path_or_name}.yaml"
     if not p.exists():
         raise FileNotFoundError(f"config not found: {p}")
     with open(p) as f:

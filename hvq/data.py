@@ -42,8 +42,8 @@ Progress = Callable[[int, int | None], None]
 
 #: Root of the repository (the folder that holds the ``hvq`` package and ``data/``).
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: Checksums and notes kept in the repository (never the images themselves).
-REPO_DATA = REPO_ROOT / "data"
+#: Checksums kept in the package (installed with it; ``data/*/SHA256SUMS`` in the repository link here).
+CHECKSUM_DIR = Path(__file__).resolve().parent / "checksums"
 #: Largest image :func:`load_image` decodes by default (about 67 megapixels), as in the ``.hvq`` format.
 MAX_PIXELS = 1 << 26
 #: File types :class:`ImageFolderCrops` and :func:`find_images` pick up (case-insensitive).
@@ -506,14 +506,14 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     "kodak": DatasetSpec(
         urls=tuple(f"https://r0k.us/graphics/kodak/kodak/{name}" for name in KODAK_NAMES),
-        checksums=REPO_DATA / "kodak" / "SHA256SUMS",
+        checksums=CHECKSUM_DIR / "kodak" / "SHA256SUMS",
         source="Kodak PhotoCD images (24 PNG, 768x512), from r0k.us/graphics/kodak; test set only",
     ),
     # The sha256 in data/div2k/SHA256SUMS is the one TensorFlow Datasets publishes for this URL
     # (not recomputed here); set checksums=None to accept downloads only with allow_unverified.
     "div2k-train": DatasetSpec(
         urls=("https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_train_HR.zip",),
-        checksums=REPO_DATA / "div2k" / "SHA256SUMS",
+        checksums=CHECKSUM_DIR / "div2k" / "SHA256SUMS",
         extract=True,
         source="DIV2K training HR images (800 PNG, about 3.5 GB zip), ETH Zurich; research use",
     ),

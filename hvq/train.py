@@ -125,13 +125,17 @@ def train(
         opt_d.load_state_dict(state["opt_d"])
         step, wall = state["step"], state["wall_s"]
         gen.set_state(state["rng"])
+        if rank:  # the checkpoint holds rank 0's generator: the other ranks draw their own knobs again
+            gen.manual_seed(tc.seed + 1000 * rank + step)
         if rank == 0:
             print(f"resumed from {ckpt_path} at step {step}")
-    net = model
+    net, disc_net = model, disc
     if distributed:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None
-        )
+        ids = [dev.index] if dev.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # The discriminator trains too: DDP makes its start identical on every rank (rank 0's weights)
+        # and averages its gradients in the D step, so it stays identical.
+        disc_net = torch.nn.parallel.DistributedDataParallel(disc, device_ids=ids)
 
     data_root = Path(data_dir) if data_dir else default_data_dir()
     dataset = ImageFolderCrops(
@@ -201,7 +205,7 @@ def train(
             opt.step()
             if use_gan:
                 with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-                    gan_d = hinge_d_loss(disc(x).float(), disc(x_hat.detach()).float())
+                    gan_d = hinge_d_loss(disc_net(x).float(), disc_net(x_hat.detach()).float())
                 opt_d.zero_grad(set_to_none=True)
                 gan_d.backward()
                 opt_d.step()

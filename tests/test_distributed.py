@@ -44,7 +44,10 @@ OVERRIDES: dict[str, Any] = {
     "warmup_steps": 1,
 }
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+pytestmark = [
+    pytest.mark.slow,  # two spawns of two processes: ~30 s on 2 busy cores, mostly process start-up
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing"),
+]
 
 
 def free_port() -> int:
@@ -99,13 +102,23 @@ def _worker(rank: int, world: int, port: int, config: str, run_dir: str, out_dir
             super().__init__(*args, **kwargs)
             made["disc"] = self
 
+    knobs: list[torch.Tensor] = []
+    sample_knobs = hvq.train.sample_knobs
+
+    def recording_knobs(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = sample_knobs(*args, **kwargs)
+        knobs.append(torch.stack(out))
+        return out
+
     hvq.train.HVQCodec = RecordingCodec
     hvq.train.PatchDiscriminator = RecordingDisc
+    hvq.train.sample_knobs = recording_knobs
     with open(Path(out_dir) / f"rank{rank}.out", "w") as fh, contextlib.redirect_stdout(fh):
         hvq.train.train(load_config(config), run_dir, device="cpu", progress=False)
     states = {k: {n: t.detach().clone() for n, t in m.state_dict().items()} for k, m in made.items()}
     params = {k: [n for n, _ in m.named_parameters()] for k, m in made.items()}
-    torch.save({"states": states, "params": params}, Path(out_dir) / f"rank{rank}.pt")
+    out = {"states": states, "params": params, "knobs": torch.stack(knobs)}
+    torch.save(out, Path(out_dir) / f"rank{rank}.pt")
 
 
 def run_ranks(config: Path, run_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
@@ -156,6 +169,14 @@ def test_ranks_end_with_identical_parameters(ddp_run: dict[str, Any], phase: str
     assert names, f"{module} has no parameters?"
     diff = differing(r0["states"][module], r1["states"][module], names)
     assert not diff, f"{module} parameters differ between ranks after the {phase} run: {diff[:8]}"
+
+
+@pytest.mark.parametrize("phase", ["first", "second"])
+def test_ranks_draw_their_own_rate_knobs(ddp_run: dict[str, Any], phase: str) -> None:
+    """Each rank samples its own (lambda, ratios), also after a resume (the checkpoint holds one RNG)."""
+    r0, r1 = ddp_run[phase]
+    assert r0["knobs"].shape == r1["knobs"].shape
+    assert not torch.equal(r0["knobs"], r1["knobs"]), f"both ranks drew the same knobs in the {phase} run"
 
 
 def test_rank0_wrote_checkpoint_and_log(ddp_run: dict[str, Any]) -> None:
