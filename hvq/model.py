@@ -315,7 +315,9 @@ class HVQCodec(nn.Module):
         sc_flat = scale[0].reshape(scale.shape[1], -1).T.numpy()[pos]
         sc_idx = tables.quantize_log_scale(sc_flat)
         freqs = tables.gaussian_index_freqs(tables.quantize_mu(mu_flat), sc_idx, cb_q)
-        log_s = torch.log2(scale.clamp(SCALE_MIN, SCALE_MAX)).mean(1).float()
+        # The decoder's confidence input uses the grid-snapped scale, so pixels depend on symbols only.
+        grid = tables.quantize_log_scale(scale[0].numpy()).astype(np.float64)
+        log_s = torch.from_numpy(tables.LOG2_SCALE_MIN + grid / tables.LOG2_SCALE_STEPS).mean(0)[None].float()
         return freqs, log_s, pos
 
     @torch.no_grad()
@@ -520,6 +522,11 @@ class HVQCodec(nn.Module):
         """
         self._require_tables()
         c = Container.from_bytes(data)
+        if c.height * c.width > MAX_CODEC_PIXELS:
+            raise BitstreamError(
+                f"header declares a {c.width}x{c.height} image ({c.height * c.width} pixels), above the "
+                f"codec limit of {MAX_CODEC_PIXELS} pixels (no hvq encoder writes such a file)"
+            )
         if c.model_tag != self.model_tag():
             raise BitstreamError(
                 f"file was written by another model (tag {c.model_tag.hex()}, "
