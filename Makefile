@@ -29,5 +29,14 @@ lint: $(VENV_STAMP)
 bench: $(VENV_STAMP)
 	$(PY) benchmarks/bench_coder.py
 
+# The results CSV/JSON files (slow: about 30 min on 2 CPU cores), then every figure from them.
+eval: $(VENV_STAMP)
+	$(PY) -m hvq eval --dataset kodak --threads 1
+	$(PY) benchmarks/rate_control_kodak.py
+
+figures: $(VENV_STAMP)
+	$(PY) -m hvq figures --dataset kodak
+	$(PY) benchmarks/rate_control_kodak.py --from-csv
+
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache

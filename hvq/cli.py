@@ -167,6 +167,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from hvq.evaluate import run_eval
+    from hvq.pretrained import available
+
+    # A shipped name or a path is passed through (recorded in the results); otherwise the fallback.
+    model = args.model if (args.model in available() or Path(args.model).suffix) else _load_model(args.model)
+    out = run_eval(
+        args.dataset,
+        model=model,
+        out_dir=args.out_dir,
+        data_dir=args.data_dir,
+        limit=args.limit,
+        device=args.device,
+        threads=args.threads,
+        codecs=tuple(args.codecs),
+    )
+    print(f"results: {out}")
+    return 0
+
+
+def cmd_figures(args) -> int:
+    from hvq.plots import make_figures
+
+    written = make_figures(args.results_dir, args.figures_dir, args.dataset, image=args.image)
+    for path in written or []:
+        print(path)
+    return 0
+
+
 def cmd_export(args) -> int:
     from hvq.data import default_data_dir, find_images
     from hvq.pretrained import export_pretrained
@@ -233,6 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", default=None)
     t.add_argument("--device", default=None)
     t.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate hvq and classical anchors on a dataset (CSV, JSON)")
+    ev.add_argument("--dataset", default="kodak")
+    ev.add_argument("--model", default="reduced")
+    ev.add_argument("--out-dir", default="results")
+    ev.add_argument("--data-dir", default=None)
+    ev.add_argument("--limit", type=int, default=None)
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--threads", type=int, default=None)
+    ev.add_argument("--codecs", nargs="+", default=["jpeg", "webp", "avif", "jxl"])
+    ev.set_defaults(func=cmd_eval)
+
+    fg = sub.add_parser("figures", help="draw every figure from the results files")
+    fg.add_argument("--dataset", default="kodak")
+    fg.add_argument("--results-dir", default="results")
+    fg.add_argument("--figures-dir", default="figures")
+    fg.add_argument("--image", default="kodim23")
+    fg.set_defaults(func=cmd_figures)
 
     e = sub.add_parser("export", help="ship a training checkpoint as hvq/pretrained/<name>.pt")
     e.add_argument("checkpoint")

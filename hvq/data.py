@@ -146,7 +146,7 @@ def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
-def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in ``[0, 1]``."""
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float().div_(255)
 
@@ -160,7 +160,7 @@ def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         FileNotFoundError: ``path`` does not exist.
         ImageError: not an image, truncated, or over ``max_pixels`` (checked before decoding).
     """
-    return _to_tensor(load_image_uint8(path, max_pixels))
+    return to_tensor(load_image_uint8(path, max_pixels))
 
 
 def save_image(image: torch.Tensor, path: PathLike) -> Path:
@@ -284,7 +284,7 @@ class ImageFolderCrops(Dataset):
         patch = pixels[top : top + self.crop, left : left + self.crop]
         if self.flip and bool(torch.rand((), generator=self.generator) < 0.5):
             patch = patch[:, ::-1]
-        return _to_tensor(patch)
+        return to_tensor(patch)
 
 
 # ------------------------------------------------------------------------------------------ checksums

@@ -491,15 +491,17 @@ class HVQCodec(nn.Module):
         knobs = (sym.lam, sym.coarse_ratio, sym.medium_ratio)
         return Container(sym.height, sym.width, self.model_tag(), knobs, streams, crc).to_bytes()
 
-    def static_index_streams(self, sym: Symbols) -> list[bytes]:
-        """The ablation baseline: the same indices coded with the static global histogram.
+    def static_index_streams(self, sym: Symbols, table: np.ndarray | None = None) -> list[bytes]:
+        """The ablation baseline: the same indices coded with one static histogram table.
 
-        Returns the three index streams (fine, medium, coarse) as real range-coded bytes under
-        ``static_freqs`` (no z is needed: the static model ignores the hyperprior).
+        ``table`` is a ``(K,)`` frequency table (``hvq.tables``); by default the model's ``static_freqs``
+        (an exponential moving histogram of the training indices). Returns the three index streams
+        (fine, medium, coarse) as real range-coded bytes; no z is needed for a static model.
         """
-        if int(self.static_freqs.sum()) != tables.TOTAL:
-            raise RuntimeError("static histogram table is empty: run model.update() first")
-        table = self.static_freqs.cpu().numpy()
+        if table is None:
+            if int(self.static_freqs.sum()) != tables.TOTAL:
+                raise RuntimeError("static histogram table is empty: run model.update() first")
+            table = self.static_freqs.cpu().numpy()
         out = []
         for g in range(3):
             pos = torch.nonzero(sym.masks[g][0, 0].flatten()).flatten().numpy()
