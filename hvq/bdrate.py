@@ -172,6 +172,16 @@ def _monotone_note(*curves: tuple[np.ndarray, np.ndarray]) -> str:
     return ""
 
 
+def _curves(rate_anchor, quality_anchor, rate_test, quality_test, higher_is_better: bool):
+    """Both curves as ``(log rate, quality)`` arrays, or the reason why one cannot be used."""
+    anchor = _curve(rate_anchor, quality_anchor, higher_is_better)
+    test = _curve(rate_test, quality_test, higher_is_better)
+    for curve in (anchor, test):
+        if isinstance(curve, str):
+            return curve
+    return anchor, test
+
+
 def bd_rate(
     rate_anchor: Sequence[float],
     quality_anchor: Sequence[float],
@@ -188,11 +198,10 @@ def bd_rate(
         method: ``"pchip"`` (default) or ``"cubic"`` (VCEG-M33); see the module docstring.
         higher_is_better: ``False`` for LPIPS-like metrics (fitted on ``-quality``).
     """
-    anchor = _curve(rate_anchor, quality_anchor, higher_is_better)
-    test = _curve(rate_test, quality_test, higher_is_better)
-    for curve in (anchor, test):
-        if isinstance(curve, str):
-            return BDResult(float("nan"), curve)
+    curves = _curves(rate_anchor, quality_anchor, rate_test, quality_test, higher_is_better)
+    if isinstance(curves, str):
+        return BDResult(float("nan"), curves)
+    anchor, test = curves
     (log_ra, qa), (log_rt, qt) = anchor, test
     mean_log_ratio, reason = _delta(qa, log_ra, qt, log_rt, "quality", method)
     if reason:
@@ -213,11 +222,10 @@ def bd_quality(
 
     Arguments as :func:`bd_rate`.
     """
-    anchor = _curve(rate_anchor, quality_anchor, higher_is_better)
-    test = _curve(rate_test, quality_test, higher_is_better)
-    for curve in (anchor, test):
-        if isinstance(curve, str):
-            return BDResult(float("nan"), curve)
+    curves = _curves(rate_anchor, quality_anchor, rate_test, quality_test, higher_is_better)
+    if isinstance(curves, str):
+        return BDResult(float("nan"), curves)
+    anchor, test = curves
     (log_ra, qa), (log_rt, qt) = anchor, test
     mean_diff, reason = _delta(log_ra, qa, log_rt, qt, "log rate", method)
     if reason:
