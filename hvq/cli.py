@@ -74,16 +74,11 @@ def cmd_compress(args) -> int:
 
 def _parse_roi(spec: str, height: int, width: int):
     """``x0,y0,x1,y1`` (a box in pixels) or the path of a mask image (non-zero = region of interest)."""
-    import torch
+    from hvq.viz import box_mask
 
     parts = spec.split(",")
     if len(parts) == 4 and all(p.strip().lstrip("-").isdigit() for p in parts):
-        x0, y0, x1, y1 = (int(p) for p in parts)
-        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-            raise ValueError(f"--roi box {spec} outside the {width}x{height} image")
-        roi = torch.zeros(height, width)
-        roi[y0:y1, x0:x1] = 1
-        return roi
+        return box_mask(height, width, tuple(int(p) for p in parts))
     from hvq.data import load_image
 
     mask = load_image(spec).amax(0)
@@ -113,7 +108,8 @@ def cmd_info(args) -> int:
 
     data = Path(args.input).read_bytes()
     c = Container.from_bytes(data)
-    names = ["mask", "z fine", "z medium", "z coarse", "index fine", "index medium", "index coarse"]
+    from hvq.viz import STREAM_NAMES as names
+
     print(f"{args.input}: {len(data)} bytes, image {c.width}x{c.height}, model tag {c.model_tag.hex()}")
     if len(c.knobs) == 3:
         print(f"  lambda {c.knobs[0]:.4g}, coarse ratio {c.knobs[1]:.3f}, medium ratio {c.knobs[2]:.3f}")
