@@ -105,11 +105,10 @@ def cmd_decompress(args) -> int:
 
 def cmd_info(args) -> int:
     from hvq.container import Container
+    from hvq.viz import STREAM_NAMES as names
 
     data = Path(args.input).read_bytes()
     c = Container.from_bytes(data)
-    from hvq.viz import STREAM_NAMES as names
-
     print(f"{args.input}: {len(data)} bytes, image {c.width}x{c.height}, model tag {c.model_tag.hex()}")
     if len(c.knobs) == 3:
         print(f"  lambda {c.knobs[0]:.4g}, coarse ratio {c.knobs[1]:.3f}, medium ratio {c.knobs[2]:.3f}")
