@@ -10,7 +10,7 @@ $(VENV_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	# One pip call: torch pinned (constraints.txt) before lpips/torchvision resolve.
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,anchors]"
 	touch $(VENV_STAMP)
 
 venv: $(VENV_STAMP)
