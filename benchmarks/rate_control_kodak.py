@@ -114,23 +114,33 @@ def plot(rows: list[dict], figure: str, n_images: int) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     ok = [r for r in rows if not r["error"]]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(
-        [r["target_bpp"] for r in ok], [r["achieved_bpp"] for r in ok], s=14, alpha=0.6, label="one image"
-    )
-    lim = max(r["target_bpp"] for r in rows) * 1.1
+    target = np.array([r["target_bpp"] for r in ok])
+    achieved = np.array([r["achieved_bpp"] for r in ok])
+    fig, (ax, ax_err) = plt.subplots(1, 2, figsize=(10, 4.4))
+    lim = target.max() * 1.1
+    ax.scatter(target, achieved, s=14, alpha=0.6, label="one image")
     ax.plot([0, lim], [0, lim], "k--", lw=1, label="achieved = target")
-    ax.fill_between([0, lim], [0, 0.98 * lim], [0, 1.02 * lim], color="grey", alpha=0.2, label="±2%")
     ax.set(
         xlabel="target bits per pixel",
         ylabel="achieved bits per pixel (real file)",
-        title=f"hvq rate control on Kodak ({n_images} images)",
         xlim=(0, lim),
         ylim=(0, lim),
     )
     ax.legend(loc="upper left")
+    jitter = (
+        np.random.default_rng(0).uniform(-0.25, 0.25, len(ok))
+        * np.diff(np.unique(target)).min(initial=0.05)
+        / 4
+    )
+    ax_err.scatter(target + jitter, 100 * (achieved / target - 1), s=14, alpha=0.6)
+    ax_err.axhspan(-2, 2, color="grey", alpha=0.2, label="±2% tolerance")
+    ax_err.axhline(0, color="k", lw=1, ls="--")
+    ax_err.set(xlabel="target bits per pixel", ylabel="achieved / target - 1 (%)", ylim=(-3, 3))
+    ax_err.legend(loc="upper right")
+    fig.suptitle(f"hvq rate control on Kodak ({n_images} images, every image a point)")
     fig.tight_layout()
     Path(figure).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure, dpi=130)
