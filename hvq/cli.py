@@ -156,7 +156,9 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config)
     run_dir = args.run_dir or f"runs/{cfg.name}"
-    ckpt = train(cfg, run_dir, data_dir=args.data_dir, steps=args.steps, device=args.device)
+    ckpt = train(
+        cfg, run_dir, data_dir=args.data_dir, steps=args.steps, device=args.device, init_from=args.init_from
+    )
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(f"checkpoint: {ckpt}")
     return 0
@@ -256,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=None)
     t.add_argument("--data-dir", default=None)
     t.add_argument("--device", default=None)
+    t.add_argument("--init-from", default=None, help="start a new run from this checkpoint's weights")
     t.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate hvq and classical anchors on a dataset (CSV, JSON)")

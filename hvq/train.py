@@ -85,11 +85,14 @@ def train(
     device: str | None = None,
     callback: Callable[[dict], None] | None = None,
     progress: bool = True,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train (or resume) ``cfg`` into ``run_dir``; returns the checkpoint path.
 
     ``steps`` overrides ``cfg.train.steps`` (the total, not additional steps). ``callback`` receives
-    every logged row (a dict), e.g. for a live plot in a notebook.
+    every logged row (a dict), e.g. for a live plot in a notebook. ``init_from``: a checkpoint (e.g.
+    the shipped ``hvq/pretrained/reduced.pt``) whose weights start a *new* run (see
+    :func:`init_weights_from`); ignored when ``run_dir`` already holds a checkpoint to resume.
     """
     tc = cfg.train
     total_steps = steps if steps is not None else tc.steps
@@ -129,6 +132,10 @@ def train(
             gen.manual_seed(tc.seed + 1000 * rank + step)
         if rank == 0:
             print(f"resumed from {ckpt_path} at step {step}")
+    elif init_from is not None:
+        loaded, skipped = init_weights_from(model, init_from)
+        if rank == 0:
+            print(f"initialised {loaded} tensors from {init_from}; new or reshaped: {skipped or 'none'}")
     net, disc_net = model, disc
     if distributed:
         ids = [dev.index] if dev.type == "cuda" else None
@@ -260,6 +267,19 @@ def train(
         if distributed:
             dist.destroy_process_group()
     return ckpt_path
+
+
+def init_weights_from(model: HVQCodec, path: str | Path) -> tuple[int, list[str]]:
+    """Copy every tensor of a checkpoint's model whose name and shape match ``model``'s (fine-tunes,
+    ablations that change a few layers, longer training from a shipped model).
+
+    Returns ``(number of tensors copied, names left as initialised)``.
+    """
+    source = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matching, strict=False)
+    return len(matching), sorted(set(own) - set(matching))
 
 
 def _param_groups(model: HVQCodec, tc) -> list[dict]:

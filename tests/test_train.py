@@ -11,7 +11,7 @@ from PIL import Image
 
 from hvq.checkpoint import load_checkpoint
 from hvq.config import load_config
-from hvq.train import LOG_FIELDS, lr_at, sample_knobs, train
+from hvq.train import LOG_FIELDS, init_weights_from, lr_at, sample_knobs, train
 
 
 @pytest.fixture()
@@ -72,3 +72,22 @@ def test_lr_schedule_and_knob_sampling():
     assert lam.min() >= cfg.model.lambda_min and lam.max() <= cfg.model.lambda_max
     assert (lam.log().mean() - np.log(np.sqrt(cfg.model.lambda_min * cfg.model.lambda_max))).abs() < 0.2
     assert rc.min() >= cfg.train.coarse_ratio[0] and rc.max() <= cfg.train.coarse_ratio[1]
+
+
+def test_init_from_copies_matching_weights_for_an_ablation(tmp_path, data_dir):
+    import dataclasses
+
+    from hvq.checkpoint import model_from_checkpoint
+    from hvq.model import HVQCodec
+
+    cfg = _cfg()
+    source = train(cfg, tmp_path / "base", data_dir=data_dir, steps=2, progress=False)
+    base, _, _ = model_from_checkpoint(source)
+    plain = dataclasses.replace(cfg.model, adaptive_decoder=False)  # the decoder's input layers change
+    model = HVQCodec(plain)
+    loaded, skipped = init_weights_from(model, source)
+    assert loaded > 0 and skipped and all(name.startswith("decoder.branch_in") for name in skipped)
+    assert torch.equal(model.encoder.stem.weight, base.encoder.stem.weight)
+    cfg.model = plain
+    ckpt = train(cfg, tmp_path / "ablation", data_dir=data_dir, steps=2, progress=False, init_from=source)
+    assert load_checkpoint(ckpt)["step"] == 2
