@@ -182,13 +182,6 @@ def _center_crop(x: Tensor, size: int) -> Tensor:
 # ----------------------------------------------------------------------------- static tables (fit)
 
 
-def static_table_from_counts(counts: np.ndarray, alpha: float = STATIC_ALPHA) -> np.ndarray:
-    """Index counts ``(K,)`` -> integer table ``(K,)`` summing to ``2**24``, Laplace-smoothed by alpha."""
-    smoothed = np.asarray(counts, dtype=np.float64) + alpha
-    weights = tables.weights_from_probs(smoothed[None] / smoothed.sum())
-    return tables.freqs_from_weights(weights)[0]
-
-
 def _coded_index_counts(feats: Features, point: RatePoint, k: int) -> np.ndarray:
     """Counts ``(K,)`` of the indices the file would code at ``point`` (masked, all granularities)."""
     rc, rm = float(np.float32(point.coarse_ratio)), float(np.float32(point.medium_ratio))
@@ -216,7 +209,7 @@ def fit_static_tables(
             for p in points:
                 if p.lam == lam:
                     counts[p.name] += _coded_index_counts(feats, p, k)
-    return {name: static_table_from_counts(c) for name, c in counts.items()}
+    return {name: tables.static_table(c, STATIC_ALPHA) for name, c in counts.items()}
 
 
 def fit_static_table(

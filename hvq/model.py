@@ -221,7 +221,8 @@ class HVQCodec(nn.Module):
                 y_hats.append(y_hat * m)
                 indices.append(idx)
                 bits_maps.append(bits)
-                confidence.append(self._confidence(bits.detach(), scale.detach(), m))
+                log_s = torch.log2(scale.detach().clamp(SCALE_MIN, SCALE_MAX)).mean(1)
+                confidence.append(self._confidence(bits.detach(), log_s, m))
         x_hat = self.decoder(y_hats, masks, confidence, cond_d)
         mask_bits = self._mask_bits(coarse, medium, coarse_ratio, medium_ratio)
         pixels = h * w
@@ -239,11 +240,11 @@ class HVQCodec(nn.Module):
             "features": ys,
         }
 
-    def _confidence(self, bits: Tensor, scale: Tensor, mask: Tensor) -> Tensor:
-        """Decoder side information: ``(B, 2, h, w)`` = [bits / log2 K, mean log2 sigma / 8], masked."""
+    def _confidence(self, bits: Tensor, mean_log2_scale: Tensor, mask: Tensor) -> Tensor:
+        """Decoder side information ``(B, 2, h, w)`` = [bits / log2 K, mean log2 sigma / 8], masked;
+        ``bits`` and ``mean_log2_scale`` are ``(B, h, w)``, ``mask`` ``(B, 1, h, w)``."""
         norm_bits = bits / math.log2(self.cfg.codebook_size)
-        log_s = torch.log2(scale.clamp(SCALE_MIN, SCALE_MAX)).mean(1) / 8.0
-        return torch.stack([norm_bits, log_s], dim=1) * mask
+        return torch.stack([norm_bits, mean_log2_scale / 8.0], dim=1) * mask
 
     @staticmethod
     def _mask_bits(coarse: Tensor, medium: Tensor, rc, rm) -> Tensor:
@@ -269,10 +270,8 @@ class HVQCodec(nn.Module):
         for i, hp in enumerate(self.hyperpriors):
             pmf = hp.prior.pmf(s).cpu().numpy()
             self.z_freqs[i] = torch.from_numpy(tables.freqs_from_weights(tables.weights_from_probs(pmf)))
-        probs = self.static.log_probs().exp().cpu().numpy()[None]
-        self.static_freqs.copy_(
-            torch.from_numpy(tables.freqs_from_weights(tables.weights_from_probs(probs))[0])
-        )
+        counts = self.static.counts.cpu().numpy()
+        self.static_freqs.copy_(torch.from_numpy(tables.static_table(counts, self.static.alpha)))
         self._exact_cache = None
         self._tag_cache = None
 
@@ -411,7 +410,6 @@ class HVQCodec(nn.Module):
         t = self.lambda_to_t(sym.lam)
         _, cond_d, _ = self._conds(t.view(1), device=dev)
         embeds, masks, confidence = [], [], []
-        log2k = math.log2(self.cfg.codebook_size)
         for g in range(3):
             m = sym.masks[g].to(dev)
             idx = sym.indices[g].to(dev) * m[:, 0].long()
@@ -421,11 +419,9 @@ class HVQCodec(nn.Module):
             bits = torch.zeros(m[0, 0].numel(), dtype=torch.float64)
             if len(pos):
                 chosen = sym.indices[g][0].flatten()[pos].numpy()
-                f = sym.freqs[g][np.arange(len(pos)), chosen]
-                bits[pos] = torch.from_numpy(tables.PRECISION - np.log2(f.astype(np.float64)))
+                bits[pos] = torch.from_numpy(tables.symbol_bits(sym.freqs[g], chosen))
             bits = bits.view(1, *m.shape[-2:]).float().to(dev)
-            conf = torch.stack([bits / log2k, sym.log_scale[g].to(dev) / 8.0], dim=1) * m
-            confidence.append(conf)
+            confidence.append(self._confidence(bits, sym.log_scale[g].to(dev), m))
         x_hat = self.decoder(embeds, masks, confidence, cond_d)
         return x_hat[0, :, : sym.height, : sym.width].clamp(0, 1).float().cpu()
 

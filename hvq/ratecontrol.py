@@ -90,9 +90,8 @@ def _search_one_lambda(model, x, lam, target_bits, tol, roi, max_real):
     tried: list[tuple[float, int, bytes]] = []
     lo_p, hi_p = 0.0, 1.0
     for _ in range(max_real):
-        data = model.encode(
-            model.analyze(feats, coarse_ratio=ratios_for(p)[0], medium_ratio=ratios_for(p)[1])
-        )
+        rc, rm = ratios_for(p)
+        data = model.encode(model.analyze(feats, coarse_ratio=rc, medium_ratio=rm))
         bits = 8 * len(data)
         tried.append((p, bits, data))
         if abs(bits - target_bits) <= tol * target_bits:

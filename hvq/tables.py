@@ -148,10 +148,22 @@ def weights_from_probs(probs: np.ndarray) -> np.ndarray:
     return np.round(p * 2**WEIGHT_BITS).astype(np.int64)
 
 
-def ideal_bits(freqs: np.ndarray, symbols: np.ndarray) -> float:
-    """Information content ``-sum log2(f[s] / TOTAL)`` of ``symbols`` ``(N,)`` under ``freqs`` ``(N, K)``
-    (or one shared table ``(K,)``)."""
+def symbol_bits(freqs: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    """Bits ``-log2(f[s] / TOTAL)`` of each symbol ``(N,)`` under ``freqs`` ``(N, K)`` (one table per
+    symbol) or one shared table ``(K,)``: what the range coder ideally spends on each, ``(N,)`` float64."""
     f = np.asarray(freqs)
     s = np.asarray(symbols, dtype=np.int64)
     chosen = f[s] if f.ndim == 1 else f[np.arange(len(s)), s]
-    return float(-(np.log2(chosen.astype(np.float64)) - PRECISION).sum())
+    return PRECISION - np.log2(chosen.astype(np.float64))
+
+
+def ideal_bits(freqs: np.ndarray, symbols: np.ndarray) -> float:
+    """Information content ``-sum log2(f[s] / TOTAL)`` of ``symbols`` (see :func:`symbol_bits`)."""
+    return float(symbol_bits(freqs, symbols).sum())
+
+
+def static_table(counts: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Index counts ``(K,)`` -> the static histogram's integer table ``(K,)`` (sum ``2**24``), with
+    Laplace smoothing ``(count + alpha) / (total + K alpha)`` so no index has probability zero."""
+    smoothed = np.asarray(counts, dtype=np.float64) + alpha
+    return freqs_from_weights(weights_from_probs(smoothed[None] / smoothed.sum()))[0]

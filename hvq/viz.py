@@ -23,7 +23,7 @@ from torch import Tensor
 
 from hvq.container import Container
 from hvq.model import GRANULARITIES, STRIDES, Symbols
-from hvq.tables import PRECISION
+from hvq.tables import symbol_bits
 
 #: Colours of the fine, medium and coarse granularity in every plot of the kit.
 GRANULARITY_COLOURS = ("#d62728", "#ff7f0e", "#1f77b4")
@@ -48,11 +48,7 @@ def bits_map(sym: Symbols, g: int, table: np.ndarray | None = None) -> np.ndarra
     pos = np.flatnonzero(mask)
     if len(pos):
         chosen = sym.indices[g][0].numpy().ravel()[pos]
-        if table is not None:
-            freq = np.asarray(table)[chosen].astype(np.float64)
-        else:
-            freq = sym.freqs[g][np.arange(len(pos)), chosen].astype(np.float64)
-        out.ravel()[pos] = PRECISION - np.log2(freq)
+        out.ravel()[pos] = symbol_bits(sym.freqs[g] if table is None else table, chosen)
     return out
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hvq import baselines, bdrate, tables
+from hvq import baselines, bdrate, evaluate, tables
 from hvq.bdrate import bd_quality, bd_rate
 from hvq.config import load_config
 from hvq.evaluate import (
@@ -23,7 +23,6 @@ from hvq.evaluate import (
     fit_static_table,
     hvq_curves,
     run_eval,
-    static_table_from_counts,
 )
 from hvq.model import HVQCodec
 from hvq.plots import make_figures
@@ -132,7 +131,7 @@ def test_default_rate_points_and_curves():
 
 
 def test_static_table_from_counts_is_a_valid_table():
-    table = static_table_from_counts(np.array([0, 10, 0, 1000]))
+    table = tables.static_table(np.array([0, 10, 0, 1000]), evaluate.STATIC_ALPHA)
     assert table.sum() == tables.TOTAL and table.min() >= 1
     assert table[3] > table[1] > table[0] == table[2]
 
