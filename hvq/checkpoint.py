@@ -49,9 +49,18 @@ def load_checkpoint(path: str | Path, expect_config: Config | None = None) -> di
         raise CheckpointError(
             f"{path}: checkpoint format version {state.get('version')}, this hvq reads {CHECKPOINT_VERSION}"
         )
-    if expect_config is not None and state["config"]["model"] != expect_config.to_dict()["model"]:
+    if expect_config is not None and _model_section(state) != expect_config.to_dict()["model"]:
         raise CheckpointError(f"{path}: checkpoint was trained with another model config")
     return state
+
+
+def _model_section(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's model config with today's defaults filled in (settings added since it was
+    written keep their default, so older runs still resume)."""
+    try:
+        return Config.from_dict(state["config"]).to_dict()["model"]
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):

@@ -39,6 +39,10 @@ class ModelConfig:
     # Let the rate gradient move the shared codebook. Off by default: the rate can then fall by
     # spreading the codes apart relative to sigma (a scale degeneracy seen as diverging training).
     rate_grad_to_codebook: bool = False
+    # Scale of the rate gradient that reaches the encoder through the straight-through features
+    # (1.0: the full end-to-end rate; smaller keeps fine codes informative while the hyperprior
+    # still learns to predict them). An experiment knob, see README "Our readings".
+    encoder_rate_grad: float = 1.0
 
     def __post_init__(self) -> None:
         self.widths = tuple(self.widths)
@@ -70,6 +74,12 @@ class TrainConfig:
     warmup_steps: int = 200
     mse_weight: float = 1.0
     lpips_weight: float = 0.05
+    # Colour fidelity (LPIPS barely sees global colour), part of the distortion that lambda weighs:
+    # weight times the squared per-channel mean error plus the MSE of 16x16 block means.
+    colour_weight: float = 0.0
+    # When > 0, the learning-rate schedule runs on wall-clock time and training stops after this many
+    # seconds (or at ``steps``, whichever comes first): "train for ten minutes on this GPU".
+    time_budget_s: float = 0.0
     disc_start: int = 10**9  # step at which the adversarial term starts (VQGAN warm-up)
     disc_weight: float = 0.1
     disc_width: int = 32

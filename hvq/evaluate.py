@@ -64,7 +64,7 @@ from hvq.bdrate import LOWER_IS_BETTER, METHODS, bd_quality, bd_rate
 from hvq.config import ModelConfig
 from hvq.container import Container
 from hvq.data import default_data_dir, find_images, kodak_images, load_image, load_image_uint8, to_tensor
-from hvq.metrics import bits_per_pixel, ms_ssim, psnr
+from hvq.metrics import bits_per_pixel, colour_bias, ms_ssim, psnr
 from hvq.model import Features, HVQCodec
 from hvq.nets import route
 from hvq.perceptual import LPIPS
@@ -72,7 +72,7 @@ from hvq.perceptual import LPIPS
 #: The one schema of ``per_image.csv`` (anchors leave the hvq-only columns empty).
 PER_IMAGE_COLUMNS = (
     "codec", "point", "quality", "lam", "coarse_ratio", "medium_ratio", "image", "height", "width",
-    "bytes", "bpp", "psnr", "ms_ssim", "lpips", "enc_s", "dec_s",
+    "bytes", "bpp", "psnr", "ms_ssim", "lpips", "colour_bias", "enc_s", "dec_s",
     "mask_header_bits", "z_bits", "hyper_index_bits",
     "static_global_index_bits", "static_global_bpp", "static_global_saving_index_pct",
     "static_global_saving_total_pct",
@@ -82,7 +82,7 @@ _TEXT_COLUMNS = ("codec", "point", "image")
 _INT_COLUMNS = ("quality", "height", "width", "bytes", "mask_header_bits", "z_bits", "hyper_index_bits",
                 "static_global_index_bits", "static_fit_index_bits")  # fmt: skip
 #: Per-point means that go into each ``<codec>.json``.
-JSON_METRICS = ("bpp", "psnr", "ms_ssim", "lpips", "enc_s", "dec_s")
+JSON_METRICS = ("bpp", "psnr", "ms_ssim", "lpips", "colour_bias", "colour_bias_max", "enc_s", "dec_s")
 #: Metrics of ``bdrate.csv``.
 BD_METRICS = ("lpips", "psnr")
 #: Granularity ratios of the default sweep at the middle lambda (coarse = medium), high ratio = low rate.
@@ -229,13 +229,15 @@ def shared_lpips(device: str = "cpu") -> LPIPS:
 
 
 def _quality(image: _Image, decoded: Tensor, lpips: LPIPS) -> dict[str, float]:
-    """PSNR (dB), MS-SSIM and LPIPS of a decoded ``(3, H, W)`` image in [0, 1] (8-bit values)."""
+    """PSNR (dB), MS-SSIM, LPIPS and colour bias (levels, :func:`hvq.metrics.colour_bias`) of a
+    decoded ``(3, H, W)`` image in [0, 1] (8-bit values)."""
     x, y = image.tensor, decoded
     small = min(x.shape[1:]) <= MS_SSIM_MIN_SIDE
     dev = next(lpips.parameters()).device
     with torch.no_grad():
         lp = float(lpips(x[None].to(dev), y[None].to(dev))[0])
-    return {"psnr": psnr(x, y), "ms_ssim": math.nan if small else ms_ssim(x, y), "lpips": lp}
+    quality = {"psnr": psnr(x, y), "ms_ssim": math.nan if small else ms_ssim(x, y), "lpips": lp}
+    return quality | {"colour_bias": colour_bias(x, y)}
 
 
 def _ablation(prefix: str, static_index_bits: int, real: dict[str, int], pixels: int) -> dict[str, float]:
@@ -344,10 +346,12 @@ def _anchor_rows(
 
 
 def _block_summary(rows: list[dict[str, Any]]) -> str:
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("bpp", "psnr", "lpips", "enc_s", "dec_s")}
+    keys = ("bpp", "psnr", "lpips", "colour_bias", "enc_s", "dec_s")
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     return (
         f"{rows[0]['codec']} {rows[0]['point']}: {mean['bpp']:.4f} bpp, PSNR {mean['psnr']:.2f} dB, "
-        f"LPIPS {mean['lpips']:.4f}, encode {mean['enc_s']:.3f} s, decode {mean['dec_s']:.3f} s per image"
+        f"LPIPS {mean['lpips']:.4f}, colour bias {mean['colour_bias']:.2f}, "
+        f"encode {mean['enc_s']:.3f} s, decode {mean['dec_s']:.3f} s per image"
     )
 
 
@@ -364,11 +368,13 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def summarize(per_image: pd.DataFrame) -> pd.DataFrame:
-    """Mean of every numeric column per (codec, point), in first-appearance order, with ``n_images``."""
+    """Mean of every numeric column per (codec, point), in first-appearance order, with ``n_images``
+    and ``colour_bias_max`` (the worst image's colour bias)."""
     numeric = [c for c in PER_IMAGE_COLUMNS if c not in _TEXT_COLUMNS]
     groups = per_image.groupby(["codec", "point"], sort=False)
     means = groups[numeric].mean().astype("float64")
     means.insert(0, "n_images", groups.size())
+    means.insert(means.columns.get_loc("colour_bias") + 1, "colour_bias_max", groups["colour_bias"].max())
     return means.reset_index()
 
 

@@ -30,3 +30,10 @@ def ms_ssim(x: Tensor, y: Tensor) -> float:
     from pytorch_msssim import ms_ssim as _ms_ssim
 
     return float(_ms_ssim(_batch(x).float(), _batch(y).float(), data_range=1.0, size_average=True))
+
+
+def colour_bias(x: Tensor, y: Tensor) -> float:
+    """Global colour error in 8-bit levels: the largest per-channel difference of the image means,
+    ``max_c |mean(x_c) - mean(y_c)| * 255`` for ``(3, H, W)`` (or batched) images in [0, 1]."""
+    diff = _batch(x).double().mean((0, 2, 3)) - _batch(y).double().mean((0, 2, 3))
+    return float(diff.abs().max()) * 255.0

@@ -53,11 +53,14 @@ STRIDES = (4, 8, 16)
 PAD_MULTIPLE = 16
 #: Largest image the codec accepts (pixels), checked before any network runs.
 MAX_CODEC_PIXELS = 1 << 24
-#: Container bytes besides the payloads: header, knobs, 7 stream lengths, mask split, 2 CRCs, and
-#: about one 32-bit flush word per range-coded stream.
-CONTAINER_OVERHEAD_BYTES = 18 + 12 + 1 + 28 + 4 + 8 + 8 * 4
+#: Container bytes besides the payloads: header, 6 knobs (lambda, 2 ratios, 3 colour offsets),
+#: 7 stream lengths, mask split, 2 CRCs, and about one 32-bit flush word per range-coded stream.
+CONTAINER_OVERHEAD_BYTES = 18 + 24 + 1 + 28 + 4 + 8 + 8 * 4
 #: Probability floor of the two mask symbols (keeps a ratio of 0 or 1 codable).
 MASK_P_FLOOR = 1.0 / 256
+#: The colour offset is sent in steps of 1/COLOUR_STEPS of one 8-bit level (at most the full range).
+COLOUR_STEPS = 4
+COLOUR_MAX = 255 * COLOUR_STEPS
 
 
 @dataclass
@@ -93,6 +96,7 @@ class Symbols:
     indices: list[Tensor]
     freqs: list[np.ndarray]
     log_scale: list[Tensor]
+    colour_offset: tuple[int, int, int] = (0, 0, 0)  # per channel, in 1/COLOUR_STEPS of a level
 
 
 def _mask_table(p: float) -> np.ndarray:
@@ -209,9 +213,7 @@ class HVQCodec(nn.Module):
                 mu, scale = hp.h_s(z_tilde, m, cond_h)
                 # y_hat's value is the code vector; its gradient reaches the encoder (and, with
                 # rate_grad_to_codebook, the code itself).
-                y_rate = (
-                    self.quantizer.embed(idx) + (y - y.detach()) if self.cfg.rate_grad_to_codebook else y_hat
-                )
+                y_rate = self._rate_features(y, y_hat, idx)
                 bits = embedding_bits(mu, scale, codebook, y_rate) * m[:, 0]
                 index_bits = index_bits + bits.flatten(1).sum(1)
                 z_bits = z_bits + (-torch.log2(z_lik)).flatten(1).sum(1)
@@ -239,6 +241,17 @@ class HVQCodec(nn.Module):
             "bits": bits_maps,
             "features": ys,
         }
+
+    def _rate_features(self, y: Tensor, y_hat: Tensor, idx: Tensor) -> Tensor:
+        """The code vectors as seen by the rate term: value ``e_idx``; gradient to the encoder scaled by
+        ``encoder_rate_grad`` and, with ``rate_grad_to_codebook``, to the code itself."""
+        w = self.cfg.encoder_rate_grad
+        if not self.cfg.rate_grad_to_codebook and w == 1.0:
+            return y_hat
+        e = self.quantizer.embed(idx)
+        if not self.cfg.rate_grad_to_codebook:
+            e = e.detach()
+        return e + w * (y - y.detach())
 
     def _confidence(self, bits: Tensor, mean_log2_scale: Tensor, mask: Tensor) -> Tensor:
         """Decoder side information ``(B, 2, h, w)`` = [bits / log2 K, mean log2 sigma / 8], masked;
@@ -358,11 +371,15 @@ class HVQCodec(nn.Module):
         coarse_ratio: float = 0.5,
         medium_ratio: float = 0.5,
         roi: Tensor | None = None,
+        fit_colour: bool = True,
     ) -> Symbols:
-        """Everything the bitstream will carry (masks, z, indices, integer tables), without coding.
+        """Everything the bitstream will carry (masks, z, indices, integer tables, colour offset),
+        without coding.
 
         ``x`` is an image ``(3, H, W)`` (then ``lam`` is required) or the output of
-        :meth:`encode_features`.
+        :meth:`encode_features`. ``fit_colour`` runs the decoder once to measure the reconstruction's
+        per-channel mean error and stores the correction (:meth:`fit_colour_offset`); rate control
+        skips it while it searches (the offset never changes the file size).
         """
         self._require_tables()
         feats = x if isinstance(x, Features) else self.encode_features(x, lam, roi)
@@ -380,7 +397,28 @@ class HVQCodec(nn.Module):
             log_scales.append(log_s)
         idxs = [i.cpu() for i in feats.indices]
         masks = [m.cpu() for m in masks]
-        return Symbols(feats.height, feats.width, feats.lam, rc, rm, masks, z_hats, idxs, freqs, log_scales)
+        sym = Symbols(feats.height, feats.width, feats.lam, rc, rm, masks, z_hats, idxs, freqs, log_scales)
+        if fit_colour:
+            original = feats.x_padded[0, :, : feats.height, : feats.width].cpu()
+            sym.colour_offset = self.fit_colour_offset(self._decode(sym), original)
+        return sym
+
+    @staticmethod
+    def fit_colour_offset(decoded: Tensor, original: Tensor, rounds: int = 3) -> tuple[int, int, int]:
+        """Per-channel offset (in ``1/COLOUR_STEPS`` of a level) that makes the mean of the clipped
+        reconstruction equal the original's: the global colour correction the file carries.
+
+        ``decoded``: the decoder's unclipped output ``(3, H, W)``; ``original``: ``(3, H, W)`` in [0, 1].
+        A few fixed-point rounds absorb the clipping at 0 and 1.
+        """
+        step = 1.0 / (255 * COLOUR_STEPS)
+        target = original.double().mean((1, 2))
+        offset = torch.zeros(3, dtype=torch.float64)
+        for _ in range(rounds):
+            shifted = (decoded.double() + (offset * step).view(3, 1, 1)).clamp(0, 1)
+            offset = offset + torch.round((target - shifted.mean((1, 2))) / step)
+            offset = offset.clamp(-COLOUR_MAX, COLOUR_MAX)
+        return tuple(int(v) for v in offset)
 
     @torch.no_grad()
     def estimate_bits(self, feats: Features, coarse_ratio: float, medium_ratio: float) -> float:
@@ -405,7 +443,15 @@ class HVQCodec(nn.Module):
 
     @torch.no_grad()
     def synthesize(self, sym: Symbols) -> Tensor:
-        """Image from decoded symbols: ``(3, H, W)`` in [0, 1]. Used by decompress *and* reconstruct."""
+        """Image from decoded symbols: ``(3, H, W)`` in [0, 1] with the file's colour offset applied.
+        Used by decompress *and* reconstruct."""
+        step = 1.0 / (255 * COLOUR_STEPS)
+        offset = torch.tensor(sym.colour_offset, dtype=torch.float32).view(3, 1, 1) * step
+        return (self._decode(sym) + offset).clamp(0, 1)
+
+    @torch.no_grad()
+    def _decode(self, sym: Symbols) -> Tensor:
+        """The decoder network's output for the symbols, cropped, before the offset and clipping."""
         dev = self.quantizer.codebook.device
         t = self.lambda_to_t(sym.lam)
         _, cond_d, _ = self._conds(t.view(1), device=dev)
@@ -423,7 +469,7 @@ class HVQCodec(nn.Module):
             bits = bits.view(1, *m.shape[-2:]).float().to(dev)
             confidence.append(self._confidence(bits, sym.log_scale[g].to(dev), m))
         x_hat = self.decoder(embeds, masks, confidence, cond_d)
-        return x_hat[0, :, : sym.height, : sym.width].clamp(0, 1).float().cpu()
+        return x_hat[0, :, : sym.height, : sym.width].float().cpu()
 
     @torch.no_grad()
     def reconstruct(
@@ -484,7 +530,7 @@ class HVQCodec(nn.Module):
             idx_syms.append(ks)
             streams.append(coder.encode_symbols(ks, sym.freqs[g]))
         crc = symbols_crc32(coarse_sym, medium_sym, *z_syms, *idx_syms)
-        knobs = (sym.lam, sym.coarse_ratio, sym.medium_ratio)
+        knobs = (sym.lam, sym.coarse_ratio, sym.medium_ratio, *map(float, sym.colour_offset))
         return Container(sym.height, sym.width, self.model_tag(), knobs, streams, crc).to_bytes()
 
     def static_index_streams(self, sym: Symbols, table: np.ndarray | None = None) -> list[bytes]:
@@ -530,11 +576,14 @@ class HVQCodec(nn.Module):
                 f"file was written by another model (tag {c.model_tag.hex()}, "
                 f"this model {self.model_tag().hex()})"
             )
-        if len(c.knobs) != 3 or len(c.streams) != 7:
+        if len(c.knobs) != 6 or len(c.streams) != 7:
             raise BitstreamError("unexpected knob or stream count for this model")
-        lam, rc, rm = c.knobs
+        lam, rc, rm = c.knobs[:3]
         if not (0 <= rc <= 1 and 0 <= rm <= 1) or not math.isfinite(lam):
             raise BitstreamError("invalid knob values in header")
+        colour = c.knobs[3:]
+        if not all(math.isfinite(v) and v == round(v) and abs(v) <= COLOUR_MAX for v in colour):
+            raise BitstreamError("invalid colour offset in header")
         try:
             t = self.lambda_to_t(lam)
         except ValueError as exc:
@@ -583,7 +632,8 @@ class HVQCodec(nn.Module):
                 "decoded symbols do not match the encoder's CRC32: the probability tables differ "
                 "(another model version or device) or the file is damaged"
             )
-        sym = Symbols(c.height, c.width, lam, rc, rm, masks, z_hats, idxs, freqs, log_scales)
+        offset = tuple(int(v) for v in colour)
+        sym = Symbols(c.height, c.width, lam, rc, rm, masks, z_hats, idxs, freqs, log_scales, offset)
         return self.synthesize(sym)
 
 

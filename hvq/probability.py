@@ -266,7 +266,7 @@ class FactorizedPrior(nn.Module):
     def pmf(self, support: int) -> Tensor:
         """``(C, 2*support+1)`` float64 masses of the integers ``-support..support``; the two ends
         absorb the tails (clamped values are coded as the end symbols)."""
-        x = torch.arange(-support, support + 1, dtype=torch.float32)
+        x = torch.arange(-support, support + 1, dtype=torch.float32, device=self.matrices[0].device)
         x = x.view(1, 1, -1).expand(self.channels, 1, -1)
         lower = torch.sigmoid(self._logits_cdf(x - 0.5)).double().squeeze(1)
         upper = torch.sigmoid(self._logits_cdf(x + 0.5)).double().squeeze(1)

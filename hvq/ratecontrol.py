@@ -91,7 +91,7 @@ def _search_one_lambda(model, x, lam, target_bits, tol, roi, max_real):
     lo_p, hi_p = 0.0, 1.0
     for _ in range(max_real):
         rc, rm = ratios_for(p)
-        data = model.encode(model.analyze(feats, coarse_ratio=rc, medium_ratio=rm))
+        data = model.encode(model.analyze(feats, coarse_ratio=rc, medium_ratio=rm, fit_colour=False))
         bits = 8 * len(data)
         tried.append((p, bits, data))
         if abs(bits - target_bits) <= tol * target_bits:
@@ -110,8 +110,11 @@ def _search_one_lambda(model, x, lam, target_bits, tol, roi, max_real):
             p_new = p + (target_bits - bits) / max(slope, 1.0)
         p = min(max(p_new, lo_p), hi_p) if lo_p < hi_p else p_new
         p = min(max(p, 0.0), 1.0)
-    best = min(tried, key=lambda t: abs(t[1] - target_bits))
-    return best, (lo_bits, hi_bits), n_est, len(tried)
+    p, bits, _ = min(tried, key=lambda t: abs(t[1] - target_bits))
+    # The chosen ratios once more with the colour offset fitted (same size: the offset is fixed-width).
+    rc, rm = ratios_for(p)
+    data = model.encode(model.analyze(feats, coarse_ratio=rc, medium_ratio=rm))
+    return (p, bits, data), (lo_bits, hi_bits), n_est, len(tried)
 
 
 def compress_to_bpp(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
@@ -55,6 +56,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is
+    emulated and many times slower than float32, so training stays in float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def sample_knobs(cfg: Config, b: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """Per-image ``(lambda, coarse_ratio, medium_ratio)``, each ``(B,)``."""
     m, t = cfg.model, cfg.train
@@ -65,12 +76,26 @@ def sample_knobs(cfg: Config, b: int, gen: torch.Generator) -> tuple[Tensor, Ten
     return lam, rc, rm
 
 
-def lr_at(cfg: Config, step: int) -> float:
+def lr_at(cfg: Config, step: int, time_frac: float | None = None) -> float:
+    """Linear warm-up, then cosine decay to ``lr_min`` over the steps, or over the wall-clock budget
+    when ``time_frac`` (elapsed / ``time_budget_s``) is given."""
     t = cfg.train
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
     frac = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
+    if time_frac is not None:
+        frac = min(1.0, max(0.0, time_frac))
     return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * frac))
+
+
+def colour_loss(x_hat: Tensor, x: Tensor, block: int = 16) -> Tensor:
+    """Per-image colour error ``(B,)``: squared per-channel mean error plus the MSE of ``block`` x
+    ``block`` means. Zero when the reconstruction keeps every block's average colour."""
+    diff = x_hat - x
+    global_bias = diff.mean((2, 3)).pow(2).mean(1)
+    if min(diff.shape[-2:]) >= block:
+        diff = F.avg_pool2d(diff, block)
+    return global_bias + diff.pow(2).flatten(1).mean(1)
 
 
 def _resolve_dirs(cfg: Config, data_dir: Path) -> list[Path]:
@@ -112,6 +137,9 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(cfg.to_json())
 
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(tc.seed + rank)
     gen = torch.Generator().manual_seed(tc.seed + 1000 * rank)
     model = HVQCodec(cfg.model).to(dev)
@@ -153,7 +181,7 @@ def train(
         dataset, batch_size=tc.batch_size, shuffle=sampler is None, sampler=sampler,
         num_workers=tc.num_workers, drop_last=True, generator=None if sampler else gen,
     )  # fmt: skip
-    amp = tc.amp and dev.type in ("cpu", "cuda")
+    amp = tc.amp and (dev.type == "cuda" or (dev.type == "cpu" and cpu_has_fast_bf16()))
     log_file = run_dir / "log.csv"
     new_log = rank == 0 and not log_file.exists()
     log_fh = open(log_file, "a", newline="") if rank == 0 else None
@@ -181,14 +209,17 @@ def train(
                 with torch.no_grad():  # initialise the codebook from data, identically on every rank
                     model(x, lam, rc, rm)
                 dist.broadcast(model.quantizer.codebook.data, src=0)
+            time_frac = (wall + time.time() - t_last) / tc.time_budget_s if tc.time_budget_s else None
             for group in opt.param_groups + opt_d.param_groups:
-                group["lr"] = lr_at(cfg, step) * group.get("lr_mult", 1.0)
+                group["lr"] = lr_at(cfg, step, time_frac) * group.get("lr_mult", 1.0)
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
                 out = net(x, lam, rc, rm)
                 x_hat = out["x_hat"].float()
                 mse = (x_hat - x).pow(2).flatten(1).mean(1)
                 lp = perceptual(x_hat, x).float()
             dist_term = tc.mse_weight * mse + tc.lpips_weight * lp
+            if tc.colour_weight:
+                dist_term = dist_term + tc.colour_weight * colour_loss(x_hat, x)
             rd = (out["bpp"] + lam * dist_term).mean()
             vq = out["codebook_loss"] + cfg.model.beta_commit * out["commit_loss"]
             loss = rd + vq
@@ -226,14 +257,15 @@ def train(
             if bar:
                 bar.update(1)
                 bar.set_postfix(bpp=f"{out['bpp'].mean().item():.3f}", lpips=f"{lp.mean().item():.3f}")
-            if rank == 0 and (step % tc.log_every == 0 or step == total_steps):
+            finished = step == total_steps or _out_of_time(tc, wall + time.time() - t_last, distributed, dev)
+            if rank == 0 and (step % tc.log_every == 0 or finished):
                 now = time.time()
                 wall += now - t_last
                 row = {
                     "step": step,
                     "wall_s": round(wall, 1),
                     "img_per_s": round(n_img / max(1e-9, now - t_last), 2),
-                    "lr": lr_at(cfg, step),
+                    "lr": opt.param_groups[-1]["lr"],
                     "loss": loss.item(),
                     "mse": mse.mean().item(),
                     "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item(),
@@ -255,10 +287,12 @@ def train(
                 t_last, n_img = now, 0
                 if callback:
                     callback(row)
-            if rank == 0 and (step % tc.ckpt_every == 0 or step == total_steps):
+            if rank == 0 and (step % tc.ckpt_every == 0 or finished):
                 model.update()
                 save_checkpoint(ckpt_path, cfg, model, step=step, wall_s=wall, disc=disc, opt=opt,
                                 opt_d=opt_d, rng=gen.get_state())  # fmt: skip
+            if finished:
+                break
     finally:
         if bar:
             bar.close()
@@ -267,6 +301,16 @@ def train(
         if distributed:
             dist.destroy_process_group()
     return ckpt_path
+
+
+def _out_of_time(tc, elapsed: float, distributed: bool, dev: torch.device) -> bool:
+    """True once the wall-clock budget is spent (rank 0 decides, so every rank stops together)."""
+    if not tc.time_budget_s:
+        return False
+    flag = torch.tensor([float(elapsed >= tc.time_budget_s)], device=dev)
+    if distributed:
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def init_weights_from(model: HVQCodec, path: str | Path) -> tuple[int, list[str]]:

@@ -215,3 +215,13 @@ def test_make_figures_writes_every_png(results, smoke_model, data_dir, tmp_path)
                      "visual_crops.png", "granularity_map.png"}  # fmt: skip
     for path in written:
         assert path.stat().st_size > 10_000
+
+
+def test_colour_bias_metric_reports_the_worst_channel_in_levels():
+    from hvq.metrics import colour_bias
+
+    x = torch.rand(3, 16, 16)
+    y = x.clone()
+    y[2] -= 3 / 255
+    assert colour_bias(x, y) == pytest.approx(3.0, abs=1e-4)
+    assert colour_bias(x, x) == 0.0

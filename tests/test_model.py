@@ -235,3 +235,40 @@ def test_paper_config_forward_on_cpu_at_64px():
     with torch.no_grad():
         out = m(torch.rand(1, 3, 64, 64), lam=1.0, coarse_ratio=0.5, medium_ratio=0.5)
     assert out["x_hat"].shape == (1, 3, 64, 64) and np.isfinite(out["bpp"].item())
+
+
+def test_colour_offset_removes_the_global_colour_error(model):
+    """The file carries a per-channel offset that makes the decoded means match the original's
+    (to a quarter level plus 8-bit rounding), whatever colour cast the network has."""
+    from hvq.metrics import colour_bias
+
+    x = smooth_image(48, 64) * 0.6 + 0.2
+    sym = model.analyze(x, 2.0, 0.4, 0.5)
+    raw = model._decode(sym)
+    assert colour_bias(x, raw.clamp(0, 1)) > 2.0  # an untrained network has a large cast
+    decoded = model.decompress(model.encode(sym))
+    assert colour_bias(x, decoded) <= 0.25
+    assert any(sym.colour_offset)
+    no_fit = model.analyze(x, 2.0, 0.4, 0.5, fit_colour=False)
+    assert no_fit.colour_offset == (0, 0, 0)
+    assert len(model.encode(no_fit)) == len(model.encode(sym))  # the offset never changes the size
+
+
+def test_colour_offset_fit_absorbs_clipping():
+    decoded = torch.full((3, 8, 8), 0.9)
+    decoded[:, :4] = 1.2  # half of the image will clip at 1
+    original = torch.full((3, 8, 8), 0.8)
+    offset = HVQCodec.fit_colour_offset(decoded, original)
+    shifted = (decoded + torch.tensor(offset).view(3, 1, 1) / (255 * 4)).clamp(0, 1)
+    assert abs(float(shifted.mean() - original.mean())) * 255 < 0.25
+    assert offset[0] < -(0.1 * 255 * 4)  # more than the naive mean shift would give
+
+
+def test_invalid_colour_offset_is_refused(model):
+    from hvq.container import Container
+
+    c = Container.from_bytes(model.compress(smooth_image(32, 32), lam=1.0))
+    for bad in (0.5, 1e6, -2000.0, float("nan")):
+        c.knobs = (*c.knobs[:3], bad, 0.0, 0.0)
+        with pytest.raises(BitstreamError, match="colour offset"):
+            model.decompress(c.to_bytes())

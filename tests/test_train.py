@@ -91,3 +91,26 @@ def test_init_from_copies_matching_weights_for_an_ablation(tmp_path, data_dir):
     cfg.model = plain
     ckpt = train(cfg, tmp_path / "ablation", data_dir=data_dir, steps=2, progress=False, init_from=source)
     assert load_checkpoint(ckpt)["step"] == 2
+
+
+def test_colour_loss_sees_colour_casts_that_keep_the_texture():
+    from hvq.train import colour_loss
+
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(colour_loss(x, x), torch.zeros(2))
+    wobble = x + 0.05 * torch.sign(torch.randn_like(x))  # texture noise: block means nearly kept
+    cast = x.clone()
+    cast[1, 1] += 0.05  # image 1: a green cast of about 13 levels
+    assert colour_loss(cast, x)[1] > 20 * colour_loss(wobble, x)[1]
+    assert colour_loss(cast, x)[0] == 0
+
+
+def test_time_budget_ends_training_and_drives_the_schedule(tmp_path, data_dir):
+    cfg = _cfg()
+    cfg.train.time_budget_s = 3.0
+    cfg.train.ckpt_every = 10**6
+    train(cfg, tmp_path / "run", data_dir=data_dir, steps=10**6, progress=False)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert 0 < state["step"] < 10**6 and state["wall_s"] >= 3.0
+    assert lr_at(cfg, 10**6, time_frac=0.0) == pytest.approx(cfg.train.lr)
+    assert lr_at(cfg, 0 + cfg.train.warmup_steps, time_frac=1.0) == pytest.approx(cfg.train.lr_min)

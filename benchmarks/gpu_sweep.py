@@ -1,0 +1,186 @@
+"""Train several variants of the shipped model at once on one GPU, then compare them on held-out photos.
+
+The variants (``VARIANTS``) are the reduced model's config plus a few overrides each; they train side by
+side as separate ``hvq train`` processes (a small model leaves most of a large GPU idle), each for the
+same wall-clock budget with the learning-rate schedule run on time (``train.time_budget_s``). Then each
+is measured on the held-out ``val/`` photos of the packed data (``benchmarks/pack_train_data.py``; never
+Kodak) at several rate points with the differentiable forward pass: estimated bpp (index + z + mask),
+PSNR, LPIPS, the worst channel's global mean error in levels of 255, and the index bits saved against
+the model's own static histogram (the moving histogram kept during training).
+
+    python benchmarks/pack_train_data.py --out .devdata      # here, once
+    python benchmarks/gpu_sweep.py --data-dir .devdata --budget 360 --out results/gpu_sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from hvq.checkpoint import model_from_checkpoint, save_checkpoint
+from hvq.data import find_images, load_image
+from hvq.perceptual import LPIPS
+from hvq.probability import LOG2
+
+#: Architecture that moves capacity from full resolution to 1/4 (cheap on a CPU, where it is decoded).
+WIDE4 = {
+    "widths": [16, 32, 80, 112, 128],
+    "res_blocks": [0, 1, 2, 1, 1],
+    "decoder_widths": [16, 32, 96],
+    "decoder_res_blocks": [0, 1, 3],
+}
+VARIANTS: dict[str, dict] = {
+    # Second sweep: fine-tune the shipped model with colour inside the lambda-weighted distortion.
+    "ft_colour300": {
+        "init_from": "hvq/pretrained/reduced.pt",
+        "train": {
+            "colour_weight": 300.0,
+            "mse_weight": 100.0,
+            "lr": 2.0e-4,
+            "lr_min": 2.0e-5,
+            "warmup_steps": 100,
+        },
+    },
+    # First sweep (colour outside lambda, weight 1000; results/gpu_sweep/sweep1.csv).
+    "colour": {"train": {"colour_weight": 1000.0}},
+    "colour_mse150": {"train": {"colour_weight": 1000.0, "mse_weight": 150.0}},
+    "wide4": {"model": WIDE4, "train": {"colour_weight": 1000.0, "mse_weight": 150.0}},
+    "wide4_egrad03": {
+        "model": {**WIDE4, "encoder_rate_grad": 0.3},
+        "train": {"colour_weight": 1000.0, "mse_weight": 150.0},
+    },
+}
+#: What every GPU run changes from ``configs/reduced.yaml`` (besides the variant's own overrides).
+GPU_TRAIN = {"crop": 256, "batch_size": 16, "steps": 10**7, "warmup_steps": 300, "num_workers": 3,
+             "log_every": 50, "ckpt_every": 1000, "device": "cuda", "data_dirs": ["train"]}  # fmt: skip
+#: (lambda, coarse ratio, medium ratio) at which the variants are compared.
+POINTS = [(1.41, 0.75, 0.75), (1.41, 0.45, 0.45), (1.41, 0.15, 0.15), (1.41, 0.0, 0.0),
+          (0.25, 0.45, 0.45), (8.0, 0.45, 0.45)]  # fmt: skip
+
+
+def variant_config(name: str, budget: float, base: str = "reduced") -> dict:
+    """The YAML dict of one variant."""
+    from hvq.config import load_config
+
+    cfg = load_config(base).to_dict()
+    cfg["name"] = name
+    cfg["train"].update(GPU_TRAIN, time_budget_s=budget)
+    for section, values in VARIANTS[name].items():
+        if section in ("model", "train"):
+            cfg[section].update(copy.deepcopy(values))
+    return cfg
+
+
+def launch(names: list[str], budget: float, runs: Path, data_dir: Path, train_overrides: dict) -> None:
+    """Start one ``hvq train`` per variant and wait for all; their output goes to ``runs/<name>.log``."""
+    procs = []
+    for name in names:
+        cfg = variant_config(name, budget)
+        cfg["train"].update(train_overrides)
+        path = runs / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        cmd = [sys.executable, "-m", "hvq", "train", "--config", str(path), "--run-dir", str(runs / name),
+               "--data-dir", str(data_dir)]  # fmt: skip
+        if "init_from" in VARIANTS[name]:
+            cmd += ["--init-from", VARIANTS[name]["init_from"]]
+        log = open(runs / f"{name}.log", "w")
+        procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+    for name, proc, log in procs:
+        proc.wait()
+        log.close()
+        print(f"{name}: exit {proc.returncode}", flush=True)
+
+
+def _crop16(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    return x[..., : h - h % 16, : w - w % 16]
+
+
+@torch.no_grad()
+def measure(ckpt: Path, images: list[torch.Tensor], lpips: LPIPS, device: str) -> list[dict]:
+    """One row per rate point: means over the images (see the module docstring)."""
+    model, _, _ = model_from_checkpoint(ckpt, device)
+    static_lp = model.static.log_probs().to(device)
+    rows = []
+    for lam, rc, rm in POINTS:
+        acc: dict[str, list[float]] = {k: [] for k in ("bpp", "psnr", "lpips", "bias", "saving")}
+        for x in images:
+            x = x[None].to(device)
+            out = model(x, lam, rc, rm)
+            x_hat = out["x_hat"].float().clamp(0, 1)
+            x_hat = torch.round(x_hat * 255) / 255
+            mse = float((x_hat - x).pow(2).mean())
+            hyper_bits = sum(float(b.sum()) for b in out["bits"])
+            static_bits = sum(
+                float(-static_lp[i[m[:, 0] > 0]].sum() / LOG2)
+                for i, m in zip(out["indices"], out["masks"], strict=True)
+            )
+            acc["bpp"].append(float(out["bpp"][0]))
+            acc["psnr"].append(-10 * math.log10(max(mse, 1e-10)))
+            acc["lpips"].append(float(lpips(x_hat, x)[0]))
+            acc["bias"].append(float((x_hat - x).mean((2, 3)).abs().max()) * 255)
+            acc["saving"].append(1 - (hyper_bits + float(out["bpp_z"][0]) * x[0, 0].numel()) / static_bits)
+        row = {"lam": lam, "coarse": rc, "medium": rm}
+        row.update({k: sum(v) / len(v) for k, v in acc.items()})
+        row["bias_max"] = max(acc["bias"])
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=Path(".devdata"))
+    ap.add_argument("--budget", type=float, default=360.0, help="training seconds per variant")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    ap.add_argument("--runs", type=Path, default=Path("runs/gpu"))
+    ap.add_argument("--out", type=Path, default=Path("results/gpu_sweep"))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--baseline", type=Path, default=Path("hvq/pretrained/reduced.pt"))
+    ap.add_argument("--max-val", type=int, default=None)
+    ap.add_argument("--crop", type=int, default=GPU_TRAIN["crop"])
+    ap.add_argument("--batch-size", type=int, default=GPU_TRAIN["batch_size"])
+    args = ap.parse_args()
+    os.environ.setdefault("HVQ_DATA_DIR", str(args.data_dir.resolve()))
+    t0 = time.time()
+    if args.budget > 0:
+        overrides = {"device": args.device, "crop": args.crop, "batch_size": args.batch_size}
+        launch(args.variants, args.budget, args.runs, args.data_dir, overrides)
+    print(f"training done in {time.time() - t0:.0f} s", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    val = [_crop16(load_image(f)) for f in sorted(find_images(args.data_dir / "val"))][: args.max_val]
+    lpips = LPIPS().to(args.device)
+    candidates = {"shipped": args.baseline} if args.baseline.exists() else {}
+    candidates.update({n: args.runs / n / "checkpoint.pt" for n in args.variants})
+    with open(args.out / "sweep.csv", "w", newline="") as fh:
+        writer = None
+        for name, ckpt in candidates.items():
+            if not ckpt.exists():
+                print(f"{name}: no checkpoint", flush=True)
+                continue
+            for row in measure(ckpt, val, lpips, args.device):
+                row = {"variant": name, **{k: round(v, 5) for k, v in row.items()}}
+                writer = writer or csv.DictWriter(fh, list(row))
+                if fh.tell() == 0:
+                    writer.writeheader()
+                writer.writerow(row)
+                print(row, flush=True)
+            if name != "shipped":
+                model, cfg, state = model_from_checkpoint(ckpt)
+                save_checkpoint(args.out / f"{name}.pt", cfg, model, step=state.get("step"),
+                                wall_s=state.get("wall_s"))  # fmt: skip
+    print(f"all done in {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
