@@ -42,16 +42,27 @@ def load_checkpoint(path: str | Path, expect_config: Config | None = None) -> di
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable hvq checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: not a readable hvq checkpoint ({_reason(exc)})") from exc
     if not isinstance(state, dict) or state.get("kind") != KIND:
         raise CheckpointError(f"{path}: not an hvq checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {state.get('version')}, this hvq reads {CHECKPOINT_VERSION}"
         )
+    if not isinstance(state.get("config"), dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path}: hvq checkpoint without its 'config' and 'model' entries")
     if expect_config is not None and _model_section(state) != expect_config.to_dict()["model"]:
         raise CheckpointError(f"{path}: checkpoint was trained with another model config")
     return state
+
+
+def _reason(exc: Exception) -> str:
+    """A one-line reason for a failed load, never torch's advice to load unsafely."""
+    text = str(exc)
+    if "weights_only" in text or "Unsupported global" in text:
+        return "it holds Python objects besides tensors, which hvq never unpickles"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}"
 
 
 def _model_section(state: dict[str, Any]) -> dict[str, Any] | None:
@@ -68,8 +79,16 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     from hvq.model import HVQCodec
 
     state = load_checkpoint(path)
-    cfg = Config.from_dict(state["config"])
-    model = HVQCodec(cfg.model)
+    try:
+        cfg = Config.from_dict(state["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid config in checkpoint: {exc}") from exc
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)  # the weights are float32 whatever the caller's default
+    try:
+        model = HVQCodec(cfg.model)
+    finally:
+        torch.set_default_dtype(previous)
     try:
         model.load_state_dict(state["model"], strict=True)
     except RuntimeError as exc:

@@ -9,6 +9,8 @@
 
 ``main(argv)`` returns the exit code; expected failures (missing or unreadable files, corrupt
 bitstreams, foreign checkpoints) print one line ``hvq: error: ...`` and return 2, without a traceback.
+Warnings print as one line ``hvq: warning: ...``. A SIGTERM unwinds like an exception (exit status 143),
+so an output being written leaves no temporary file behind.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from hvq.errors import BitstreamError, CheckpointError
+from hvq.files import sigterm_unwinds
 
-EXPECTED_ERRORS = (BitstreamError, CheckpointError, OSError, ValueError, RuntimeError)
+EXPECTED_ERRORS = (BitstreamError, CheckpointError, OSError, ValueError, RuntimeError, KeyError)
 
 
 def _load_model(name: str, device: str = "cpu"):
@@ -295,12 +299,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line=None
+) -> None:
+    """Print a warning as one line ``hvq: warning: ...`` (replaces ``warnings.showwarning`` in main)."""
+    print(f"hvq: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like an exception, so that atomic writes remove their temporary files.
+    with sigterm_unwinds(), warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen command; expected failures become one line on stderr and exit code 2."""
     try:
         return args.func(args)
     except EXPECTED_ERRORS as exc:
-        print(f"hvq: error: {exc}", file=sys.stderr)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError quotes its text
+        print(f"hvq: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hvq: interrupted", file=sys.stderr)

@@ -57,6 +57,14 @@ class ModelConfig:
             raise ValueError("covariance must be 'diagonal' or 'isotropic'")
         if not 0 < self.lambda_min <= self.lambda_max:
             raise ValueError("need 0 < lambda_min <= lambda_max")
+        limits = {"codebook_size": (2, 1 << 16), "embed_dim": (1, 64), "z_channels": (1, 256),
+                  "z_support": (1, 1024), "hyper_channels": (1, 4096), "granularity_width": (1, 4096),
+                  "cond_dim": (0, 4096)}  # fmt: skip
+        for name, (lo, hi) in limits.items():
+            if not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"{name} must lie in [{lo}, {hi}], got {getattr(self, name)}")
+        if not all(1 <= w <= 4096 for w in self.widths + self.decoder_widths):
+            raise ValueError("widths must lie in [1, 4096]")
 
 
 @dataclass
@@ -120,12 +128,28 @@ class Config:
 
 
 def _build(kind, values: dict[str, Any]):
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(values) - names
+    if not isinstance(values, dict):
+        raise ValueError(f"{kind.__name__} settings must be a mapping, got {type(values).__name__}")
+    defaults = {f.name: getattr(kind(), f.name) for f in dataclasses.fields(kind)}
+    unknown = set(values) - set(defaults)
     if unknown:
         raise ValueError(f"unknown {kind.__name__} settings: {sorted(unknown)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    for name, value in values.items():
+        _check_type(kind.__name__, name, value, defaults[name])
     return kind(**values)
+
+
+def _check_type(section: str, name: str, value: Any, default: Any) -> None:
+    """A setting must have its default's type (an int where a float is expected is fine)."""
+    expected = type(default)
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is tuple and ok:
+        ok = all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value)
+    if not ok:
+        raise ValueError(f"{section}.{name} must be {expected.__name__}, got {value!r}")
 
 
 def load_config(path_or_name: str | Path) -> Config:

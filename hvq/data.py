@@ -23,6 +23,7 @@ import sys
 import tarfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from hvq.files import atomic_write
@@ -102,11 +103,15 @@ def _data_dir(data_dir: PathLike | None) -> Path:
 def load_image_uint8(path: PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an image file to RGB ``uint8`` of shape ``(H, W, 3)``.
 
-    Conversions: greyscale and bilevel are repeated over three channels; palette images use their
-    palette; images with transparency (RGBA, LA, palette or single-colour ``tRNS``) are composited on
-    white, so transparent areas read as white; 16-bit greyscale (``I;16``, ``I``) is scaled to 8 bits
-    with rounding (``round(v / 257)``), not clipped; CMYK and YCbCr go through Pillow's ``convert``
-    (no ICC colour management). EXIF orientation is not applied: pixels are returned as stored.
+    Conversions: the EXIF orientation is applied, so a rotated photo comes back upright; greyscale and
+    bilevel are repeated over three channels; palette images use their palette; images with
+    transparency (RGBA, LA, palette or single-colour ``tRNS``) are composited on white, so transparent
+    areas read as white; 16-bit samples (``I;16`` and ``I`` greyscale, and 16-bit RGB, RGBA and grey +
+    alpha PNGs, whose low bytes Pillow would drop) become ``round(v / 257)``; float images (``F``, e.g.
+    a float TIFF) are read as ``[0, 1]`` data scaled by 255, or as ``0..255`` data when their largest
+    finite value is above 1, then clipped and rounded (NaN reads as 0); CMYK and YCbCr go through
+    Pillow's ``convert`` (no ICC colour management). Of an animated or multi-frame image only the
+    first frame is read, with a :class:`UserWarning` that says so.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -125,7 +130,15 @@ def load_image_uint8(path: PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray
                     f"{path}: {width}x{height} image has {width * height} pixels, more than the "
                     f"{max_pixels} allowed (raise max_pixels to read it)"
                 )
-            image.load()
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1 and image.format != "MPO":  # MPO: a camera JPEG's previews, not animation
+                warnings.warn(
+                    f"{path}: only the first of {frames} frames is coded", UserWarning, stacklevel=2
+                )
+            samples = _png16_samples(path, image)
+            if samples is not None:
+                return _sixteen_bit_to_rgb(samples, image.info.get("transparency"))
+            ImageOps.exif_transpose(image, in_place=True)  # decodes the pixels
             return _to_rgb_uint8(image)
     except ImageError:
         raise
@@ -133,12 +146,64 @@ def load_image_uint8(path: PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray
         raise ImageError(f"{path}: not a readable image ({type(error).__name__}: {error})") from error
 
 
+def _png16_samples(path: Path, image: Image.Image) -> np.ndarray | None:
+    """All 16 bits of a 16-bit RGB, RGBA or grey + alpha PNG as ``(H, W, C)`` int64, else ``None``.
+
+    Pillow decodes these to 8 bits by keeping the high byte. Decoding the file again with the
+    little-endian raw mode (or, for grey + alpha, as 8-bit RGBA: same 4 bytes per pixel, so the PNG
+    row filters still apply) yields the low bytes too. The orientation is applied as for ``image``.
+    """
+    tile = image.tile
+    if image.format != "PNG" or len(tile) != 1 or tile[0].args not in ("RGB;16B", "RGBA;16B", "LA;16B"):
+        return None
+    rawmode = tile[0].args
+
+    def decode(raw: str) -> np.ndarray:
+        with Image.open(path) as again:
+            again.tile = [again.tile[0]._replace(args=raw)]
+            ImageOps.exif_transpose(again, in_place=True)
+            return np.asarray(again).astype(np.int64)
+
+    if rawmode == "LA;16B":
+        grey_alpha = decode("RGBA")  # bytes: grey high, grey low, alpha high, alpha low
+        return grey_alpha[..., 0::2] * 256 + grey_alpha[..., 1::2]
+    return decode(rawmode) * 256 + decode(rawmode.replace(";16B", ";16L"))
+
+
+def _sixteen_bit_to_rgb(samples: np.ndarray, transparency: object = None) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, C)`` samples in ``0..65535`` (grey, grey + alpha, RGB or RGBA) -> uint8 RGB.
+
+    Alpha (or a ``tRNS`` colour, ``transparency``) is composited on white at 16 bits, then each value
+    becomes ``round(v / 257)`` (no ties can occur, so half-even and half-up agree).
+    """
+    values = np.clip(samples.astype(np.int64), 0, 65535)
+    values = values[:, :, None] if values.ndim == 2 else values
+    colour = values[:, :, : 3 if values.shape[2] >= 3 else 1].astype(np.float64)
+    if values.shape[2] in (2, 4):
+        alpha = values[:, :, -1:] / 65535
+        colour = colour * alpha + 65535 * (1 - alpha)
+    elif transparency is not None:
+        key = np.ravel(np.asarray(transparency, dtype=np.int64))
+        colour[(values == key).all(axis=2)] = 65535
+    rgb = np.rint(colour / 257).astype(np.uint8)
+    return np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
+
+
+def _float_to_uint8(image: Image.Image) -> np.ndarray:
+    """A float (``F``) image -> ``(H, W)`` uint8: ``[0, 1]`` data times 255, or ``0..255`` data when the
+    largest finite value is above 1; then clipped and rounded, NaN as 0."""
+    values = np.asarray(image, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    scale = 255.0 if finite.size == 0 or finite.max() <= 1.0 else 1.0
+    return np.rint(np.clip(np.nan_to_num(values * scale, nan=0.0), 0, 255)).astype(np.uint8)
+
+
 def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
     """A decoded Pillow image of any mode -> ``(H, W, 3)`` uint8 RGB (see :func:`load_image_uint8`)."""
     if image.mode in _SIXTEEN_BIT_MODES:
-        values = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
-        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
+        return _sixteen_bit_to_rgb(np.asarray(image), image.info.get("transparency"))
+    if image.mode == "F":
+        return np.repeat(_float_to_uint8(image)[:, :, None], 3, axis=2)
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -365,6 +430,11 @@ def _fetch(url: str, part: Path, dest: Path, timeout: float, progress: Progress 
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)
+            if total is not None and done < total:  # closed cleanly mid-body: keep the .part to resume
+                raise DownloadError(
+                    f"download of {url} was cut after {done} of {total} bytes. "
+                    f"Run again to resume from {part}. {_by_hand(url, dest)}"
+                )
     except DownloadError:
         raise
     except urllib.error.HTTPError as error:
@@ -401,8 +471,10 @@ def download_file(
     An existing ``dest`` is not downloaded again; it is checked against ``sha256`` when one is given.
 
     Raises:
-        DownloadError: the host is unreachable, an HTTP error, a cut transfer, or ``sha256`` is None
-            without ``allow_unverified``. The message says where to put the file by hand.
+        DownloadError: the host is unreachable, an HTTP error, a cut transfer (fewer bytes than the
+            Content-Length: the ``.part`` is kept for the next call to resume, and nothing is
+            checksummed), or ``sha256`` is None without ``allow_unverified``. The message says where to
+            put the file by hand.
         ChecksumError: the downloaded bytes have another sha256 (the ``.part`` is deleted), or an
             existing ``dest`` does (it is left alone).
     """

@@ -24,7 +24,9 @@ Data flow (one granularity g of three; ``m_g`` the router's mask)::
 The rate knob: lambda (the weight of distortion against rate) is an *input* of the encoder, the
 hyper-synthesis and the decoder (FiLM), sampled per batch in training, so one model covers a
 continuous range of rates; the granularity ratios are a second knob. The container stores the knob
-values ``(lambda, coarse_ratio, medium_ratio)``, so the decoder needs nothing else.
+values ``(lambda, coarse_ratio, medium_ratio)`` and a per-channel colour offset (integers, in
+``1/COLOUR_STEPS`` of a level, fitted by the encoder on the decoder's own output, see
+:meth:`HVQCodec.fit_colour_offset`), so the decoder needs nothing else.
 """
 
 from __future__ import annotations
@@ -288,6 +290,14 @@ class HVQCodec(nn.Module):
         self._exact_cache = None
         self._tag_cache = None
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As ``nn.Module.load_state_dict``, and forgets the model tag and the float64 copies of the
+        hyper-synthesis, so that new weights never code with old tables."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._exact_cache = None
+        self._tag_cache = None
+        return result
+
     def _require_tables(self) -> None:
         if int(self.z_freqs[0, 0].sum()) != tables.TOTAL:
             raise RuntimeError("entropy tables are empty: run model.update() first")
@@ -298,7 +308,9 @@ class HVQCodec(nn.Module):
             h = hashlib.sha256(repr(sorted(vars(self.cfg).items())).encode())
             for k, v in sorted(self.state_dict().items()):
                 h.update(k.encode())
-                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+                v = v.detach().cpu()
+                v = v.double() if v.is_floating_point() else v  # the same tag whatever the dtype
+                h.update(v.contiguous().numpy().tobytes())
             self._tag_cache = h.digest()[:8]
         return self._tag_cache
 

@@ -34,6 +34,7 @@ from torch.utils.data.distributed import DistributedSampler
 from hvq.checkpoint import load_checkpoint, save_checkpoint
 from hvq.config import Config
 from hvq.data import ImageFolderCrops, default_data_dir
+from hvq.errors import CheckpointError
 from hvq.model import HVQCodec
 from hvq.nets import PatchDiscriminator
 from hvq.nets.discriminator import adaptive_weight, hinge_d_loss
@@ -150,6 +151,12 @@ def train(
     step, wall = 0, 0.0
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path, expect_config=cfg)
+        missing = {"disc", "opt", "opt_d", "step", "wall_s", "rng"} - set(state)
+        if missing:
+            raise CheckpointError(
+                f"{ckpt_path} holds model weights only (no {', '.join(sorted(missing))}), so it cannot "
+                "be resumed; start a new run from it with --init-from"
+            )
         model.load_state_dict(state["model"])
         disc.load_state_dict(state["disc"])
         opt.load_state_dict(state["opt"])

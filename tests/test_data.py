@@ -329,6 +329,8 @@ class Server:
     files: dict[str, bytes] = field(default_factory=dict)
     ranges: list[str | None] = field(default_factory=list)
     honour_range: bool = True
+    #: Announce the whole Content-Length but send the body only up to this offset, then close.
+    cut_at: int | None = None
 
 
 def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
@@ -352,7 +354,7 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             self.send_header("Content-Length", str(len(body) - start))
             self.end_headers()
-            self.wfile.write(body[start:])
+            self.wfile.write(body[start : server.cut_at])
 
         def log_message(self, *args: object) -> None:
             pass
@@ -402,6 +404,20 @@ def test_download_resumes_a_cut_transfer(server: Server, tmp_path: Path) -> None
     dest = data.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", sha256(PAYLOAD))
     assert dest.read_bytes() == PAYLOAD
     assert server.ranges == [f"bytes={half}-"]
+
+
+def test_download_cut_mid_body_keeps_the_part_and_resumes(server: Server, tmp_path: Path) -> None:
+    """A connection closed cleanly before Content-Length bytes is a cut download, not a bad checksum."""
+    server.files["f.bin"] = PAYLOAD
+    server.cut_at = cut = len(PAYLOAD) // 3
+    url, dest, part = f"{server.url}/f.bin", tmp_path / "f.bin", tmp_path / "f.bin.part"
+    with pytest.raises(DownloadError, match=f"cut after {cut} of {len(PAYLOAD)} bytes") as raised:
+        data.download_file(url, dest, sha256(PAYLOAD))
+    assert "resume" in str(raised.value) and not dest.exists()
+    assert part.read_bytes() == PAYLOAD[:cut]
+    server.cut_at = None
+    assert data.download_file(url, dest, sha256(PAYLOAD)).read_bytes() == PAYLOAD
+    assert server.ranges == [None, f"bytes={cut}-"] and not part.exists()
 
 
 def test_download_restarts_when_the_server_ignores_range(server: Server, tmp_path: Path) -> None:

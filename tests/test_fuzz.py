@@ -60,7 +60,7 @@ def test_seeds_are_valid_and_decode_to_the_network_output(model, seeds) -> None:
         assert out.status == "decoded", out
         assert torch.equal(model.decompress(data), model.reconstruct(x, spec.lam, spec.coarse, spec.medium))
         lay = fz.parse_layout(data)
-        assert len(lay.lengths) == 7 and lay.n_knobs == 3
+        assert len(lay.lengths) == 7 and lay.n_knobs == 6  # lambda, two ratios, three colour offsets
         assert fz.rebuild(data, fz.streams_of(data)) == data  # the rebuild helper is exact
 
 

@@ -381,3 +381,113 @@ def test_cli_refuses_a_5000x4000_image_before_allocating(ckpt, tmp_path, capsys,
     assert rc == 2 and out == ""
     assert_one_line_error(err, str(CODEC_LIMIT))
     assert not (tmp_path / "huge.hvq").exists()
+
+
+# ------------------------------------------------------------ float, 16-bit, EXIF, animation
+
+
+def test_float_tiff_is_scaled_not_black(tmp_path) -> None:
+    """``F`` images: [0, 1] data times 255, or 0..255 data when the maximum is above 1; clipped, rounded
+    half to even (Python's ``round``), NaN as 0."""
+    unit = [0.0, 0.25, 0.5, 1.0, float("nan")]
+    byte_range = [0.0, 12.5, 13.5, 254.6, 300.0, -5.0]
+    for name, values, expected in [
+        ("unit.tif", unit, [0, 64, 128, 255, 0]),  # 63.75 -> 64, 127.5 -> 128
+        ("bytes.tif", byte_range, [0, 12, 14, 255, 255, 0]),  # 12.5 -> 12, 13.5 -> 14
+    ]:
+        Image.fromarray(np.array([values], dtype=np.float32), mode="F").save(tmp_path / name)
+        with Image.open(tmp_path / name) as im:
+            assert im.mode == "F"
+        got = hvq.data.load_image_uint8(tmp_path / name)
+        assert got.tolist() == [[[v] * 3 for v in expected]], name
+
+
+def _png16(path: Path, samples: np.ndarray, colour_type: int) -> None:
+    """Write ``(H, W, C)`` samples as a 16-bit PNG (Pillow cannot write 16-bit colour), with the row
+    filters None, Sub and Up in turn so that the decoder's unfiltering is exercised."""
+    import struct
+    import zlib
+
+    rows = samples.astype(">u2").reshape(samples.shape[0], -1).view(np.uint8).astype(np.int64)
+    bpp, filtered = 2 * samples.shape[2], []
+    for y, row in enumerate(rows):
+        kind = y % 3
+        previous = rows[y - 1] if y else np.zeros_like(row)
+        left = np.concatenate([np.zeros(bpp, np.int64), row[:-bpp]])
+        predicted = [np.zeros_like(row), left, previous][kind]
+        filtered.append(bytes([kind]) + ((row - predicted) % 256).astype(np.uint8).tobytes())
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", samples.shape[1], samples.shape[0], 16, colour_type, 0, 0, 0)
+    idat = zlib.compress(b"".join(filtered))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def _round257(v: float) -> int:
+    return round(v / 257)  # Python's round: half to even (v / 257 never lands on a half for integers)
+
+
+def test_sixteen_bit_pngs_are_rounded_not_truncated(tmp_path) -> None:
+    """``round(v / 257)``, where keeping the high byte would give 0, 255, 1 for the first three."""
+    levels = [0x00FF, 0xFF00, 0x01FF, 0x80FF, 0x7F80, 0xFFFF, 0]
+    expected = [_round257(v) for v in levels]
+    assert expected == [1, 254, 2, 128, 127, 255, 0]
+    # Greyscale (Pillow writes it: mode I;16).
+    Image.fromarray(np.array([levels], dtype=np.uint16)).save(tmp_path / "g.png")
+    assert hvq.data.load_image_uint8(tmp_path / "g.png")[0, :, 0].tolist() == expected
+    # RGB: three rows (one per filter), the levels rotated across the channels.
+    rgb = np.array([[np.roll(levels, k)[:3] for k in range(5)] for _ in range(3)], dtype=np.int64)
+    _png16(tmp_path / "rgb.png", rgb, colour_type=2)
+    with Image.open(tmp_path / "rgb.png") as im:
+        assert im.mode == "RGB" and im.size == (5, 3)
+    got = hvq.data.load_image_uint8(tmp_path / "rgb.png")
+    assert got.tolist() == [[[_round257(v) for v in px] for px in row] for row in rgb.tolist()]
+    # RGBA and grey + alpha: composited on white at 16 bits, then rounded.
+    alphas = [0xFFFF, 0, 0x8000, 0x00FF, 0xFF00]
+    rgba = np.concatenate([rgb, np.broadcast_to(np.array(alphas)[None, :, None], (3, 5, 1))], axis=2)
+    _png16(tmp_path / "rgba.png", rgba, colour_type=6)
+    _png16(tmp_path / "la.png", rgba[:, :, [0, 3]], colour_type=4)
+
+    def over_white(c: int, a: int) -> int:
+        return _round257(c * (a / 65535) + 65535 * (1 - a / 65535))
+
+    want = [[[over_white(c, px[3]) for c in px[:3]] for px in row] for row in rgba.tolist()]
+    assert hvq.data.load_image_uint8(tmp_path / "rgba.png").tolist() == want
+    assert hvq.data.load_image_uint8(tmp_path / "la.png").tolist() == [
+        [[p[0]] * 3 for p in row] for row in want
+    ]
+
+
+def test_exif_orientation_is_applied(tmp_path) -> None:
+    """A JPEG stored landscape with Orientation 6 (turn 90 degrees clockwise to view) comes back upright."""
+    from PIL import ExifTags
+
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:, 16:] = 255  # left half black, right half white
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    Image.fromarray(stored).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "turned.jpg") as im:
+        assert im.size == (32, 16) and im.getexif()[ExifTags.Base.Orientation] == 6
+        pixels = np.asarray(im.convert("RGB"))
+    got = hvq.data.load_image_uint8(tmp_path / "turned.jpg")
+    assert got.shape == (32, 16, 3)  # portrait
+    np.testing.assert_array_equal(got, np.rot90(pixels, k=-1))
+    assert got[:12].max() < 40 and got[20:].min() > 215  # the left (black) half is now on top
+
+
+@pytest.mark.parametrize("name", ["anim.gif", "anim.png"])
+def test_animated_image_codes_the_first_frame_with_a_warning(name, ckpt, tmp_path, capsys) -> None:
+    colours = [(200, 30, 10), (0, 0, 255), (0, 255, 0)]
+    frames = [Image.new("RGB", (12, 8), c) for c in colours]
+    frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=40, loop=0)
+    with pytest.warns(UserWarning, match=r"only the first of 3 frames is coded"):
+        got = hvq.data.load_image_uint8(tmp_path / name)
+    assert got.shape == (8, 12, 3) and (got == colours[0]).all()
+    rc, out, err = run_cli(capsys, "compress", tmp_path / name, tmp_path / "out.hvq", "--model", ckpt)
+    assert rc == 0 and "(12x8)" in out
+    assert err == f"hvq: warning: {tmp_path / name}: only the first of 3 frames is coded\n"
