@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from hvq import tables
 from hvq.coder import decode_symbols, encode_symbols
 from hvq.errors import BitstreamError
 from hvq.probability import SCALE_MAX, SCALE_MIN, index_log_probs
@@ -371,10 +372,10 @@ def test_decode_empty_and_count_errors() -> None:
 def test_empty_symbol_arrays_round_trip() -> None:
     f = _random_freqs(np.random.default_rng(12), 1, 16)
     empty_tables = np.empty((0, 16), dtype=np.int64)
-    for tables, count in ((empty_tables, None), (f[0], 0)):
-        data = encode_symbols(np.zeros(0, dtype=np.int64), tables)
+    for table_set, count in ((empty_tables, None), (f[0], 0)):
+        data = encode_symbols(np.zeros(0, dtype=np.int64), table_set)
         assert data == b""
-        out = decode_symbols(data, tables, count=count)
+        out = decode_symbols(data, table_set, count=count)
         assert out.shape == (0,) and out.dtype == np.int64
 
 
@@ -422,3 +423,27 @@ def test_golden_bitstream() -> None:
     assert len(np.unique(symbols)) > 3  # a real mix of symbols, not a degenerate case
     assert data == expected, "bitstream format changed: old .hvq files would no longer decode"
     np.testing.assert_array_equal(decode_symbols(expected, freqs), symbols)
+
+
+def _reference_gaussian_index_freqs(mu_q, scale_idx, codebook_q):
+    """The table build written plainly (one position block, integer differences), to pin the fast one."""
+    step = 2.0**-tables.MU_FRAC_BITS
+    inv = tables.INV_SCALE_TABLE[scale_idx]
+    dist = np.zeros((mu_q.shape[0], codebook_q.shape[0]))
+    for j in range(mu_q.shape[1]):
+        term = (codebook_q[None, :, j] - mu_q[:, j, None]).astype(np.float64) * step
+        term = term * inv[:, min(j, inv.shape[1] - 1), None]
+        dist = dist + term * term
+    u = 0.5 * (dist - dist.min(axis=1, keepdims=True))
+    t = np.minimum(np.floor(u * tables.EXP_STEPS), tables.EXP_MAX_NATS * tables.EXP_STEPS).astype(np.int64)
+    return tables.freqs_from_weights(tables.EXP_TABLE[t])
+
+
+@pytest.mark.parametrize("scale_dims, chunk", [(4, None), (1, None), (4, 7)])
+def test_fast_table_build_equals_the_plain_one_bit_for_bit(scale_dims, chunk):
+    rng = np.random.default_rng(scale_dims)
+    codebook_q = tables.quantize_mu(rng.normal(size=(300, 4)) * 3)
+    mu_q = tables.quantize_mu(rng.normal(size=(500, 4)) * 3)
+    scale_idx = tables.quantize_log_scale(np.exp(rng.normal(size=(500, scale_dims)) - 1))
+    fast = tables.gaussian_index_freqs(mu_q, scale_idx, codebook_q, chunk=chunk)
+    assert np.array_equal(fast, _reference_gaussian_index_freqs(mu_q, scale_idx, codebook_q))
