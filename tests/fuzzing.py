@@ -82,10 +82,9 @@ def build_smoke_model(vary_means: bool = False):
     torch.manual_seed(0)
     model = HVQCodec(load_config("smoke").model).eval()
     if vary_means:
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for hp in model.hyperpriors:
-                hp.h_s.out.weight.copy_(0.3 * torch.randn(hp.h_s.out.weight.shape, generator=g))
+        from helpers import vary_hyper_tables  # tests/helpers.py (tests/ is on sys.path here too)
+
+        return vary_hyper_tables(model, seed=1, std=0.3)  # calls model.update()
     model.update()
     return model
 

@@ -16,6 +16,7 @@ import fuzzing as fz  # tests/fuzzing.py (pytest puts tests/ on sys.path)
 import numpy as np
 import pytest
 import torch
+from helpers import assert_tables_vary, distinct_tables
 
 from hvq.checkpoint import model_from_checkpoint, save_checkpoint
 from hvq.config import load_config
@@ -95,6 +96,7 @@ def test_thread_count_changes_nothing(
     x_hat, sym = decode_with_symbols(model, data, monkeypatch)
     assert torch.equal(x_hat, ref_x)
     assert_same_symbols(sym, ref_sym)
+    assert_tables_vary(ref_sym.freqs)  # the tables compared above differ from position to position
     assert torch.equal(x_hat, model.reconstruct(x, lam, rc, rm))
 
 
@@ -114,6 +116,7 @@ def test_probability_mismatch_is_caught_by_the_symbols_crc(model, monkeypatch) -
     h, w, lam, rc, rm = CASES[0]
     data = model.compress(fz.synthetic_image(h, w, seed=h), lam=lam, coarse_ratio=rc, medium_ratio=rm)
     _, sym = decode_with_symbols(model, data, monkeypatch)
+    assert distinct_tables(sym.freqs[0]) > 1  # varied tables (helpers.vary_hyper_tables)
     other = _perturbed_copy(model, g=0, delta=1e-3)
     # The perturbation really changes the fine-granularity index tables for this file's z ...
     freqs, _, _ = other._index_tables(0, sym.z_hat[0], sym.masks[0], model.lambda_to_t(lam))
@@ -145,6 +148,7 @@ def test_mismatch_below_the_grid_decodes_the_same_symbols(monkeypatch) -> None:
     h, w, lam, rc, rm = CASES[0]
     data = base.compress(fz.synthetic_image(h, w, seed=h), lam=lam, coarse_ratio=rc, medium_ratio=rm)
     ref_x, ref_sym = decode_with_symbols(base, data, monkeypatch)
+    assert all(distinct_tables(f) == 1 for f in ref_sym.freqs if len(f))  # the premise: one table each
     other = _perturbed_copy(base, g=0, delta=1e-3)
     x_hat, sym = decode_with_symbols(other, data, monkeypatch)
     assert_same_symbols(sym, ref_sym)

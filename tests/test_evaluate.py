@@ -3,6 +3,7 @@ run of ``run_eval`` and ``make_figures`` with the untrained smoke model on gener
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hvq import baselines, bdrate, evaluate, tables
+from hvq import baselines, bdrate, coder, evaluate, tables
 from hvq.bdrate import bd_quality, bd_rate
 from hvq.config import load_config
 from hvq.evaluate import (
@@ -25,7 +26,7 @@ from hvq.evaluate import (
     run_eval,
 )
 from hvq.model import HVQCodec
-from hvq.plots import make_figures
+from hvq.plots import DPI, make_figures
 
 # An uneven anchor curve (PSNR-like): rates in bpp, qualities increasing.
 RATE = [0.08, 0.21, 0.33, 0.71, 1.4]
@@ -96,8 +97,32 @@ def test_numpy_pchip_integral_matches_scipy():
 # ------------------------------------------------------------------------------------- baselines
 
 
-def test_available_codecs_lists_every_anchor():
-    assert set(baselines.available_codecs()) == set(baselines.SETTINGS) == set(ANCHORS)
+def _pillow_round_trips(pillow_format: str) -> bool:
+    """Whether this Pillow really writes and reads back ``pillow_format`` (independent of
+    ``baselines``' feature checks)."""
+    buffer = io.BytesIO()
+    try:
+        Image.new("RGB", (16, 16), (200, 30, 90)).save(buffer, format=pillow_format, quality=50)
+        with Image.open(io.BytesIO(buffer.getvalue())) as image:
+            return image.convert("RGB").size == (16, 16)
+    except (KeyError, OSError, ValueError):
+        return False
+
+
+def test_available_codecs_tells_the_truth(monkeypatch):
+    """Each anchor is reported available exactly when Pillow can actually code it, and an unavailable
+    one is refused with the reason (availability checked against a real encode, not the same table)."""
+    available = baselines.available_codecs()  # imports the JXL plugin where it is installed
+    assert list(available) == list(ANCHORS)
+    assert all(type(v) is bool for v in available.values()), available
+    assert available["jpeg"], "Pillow without JPEG: no anchor at all"
+    for codec, ok in available.items():
+        assert ok == _pillow_round_trips(baselines.SETTINGS[codec]["pillow_format"]), codec
+    # A feature Pillow lacks is reported unavailable, and encode_decode refuses it with the reason.
+    monkeypatch.setattr(baselines.features, "check", lambda name: name != "webp")
+    assert baselines.available_codecs()["webp"] is False
+    with pytest.raises(RuntimeError, match="lacks 'webp' support"):
+        baselines.encode_decode("webp", natural_image(16, 16, 0), 50)
 
 
 @pytest.mark.parametrize("codec", ANCHORS)
@@ -140,7 +165,12 @@ def test_static_table_from_counts_is_a_valid_table():
 def smoke_model() -> HVQCodec:
     torch.manual_seed(0)
     model = HVQCodec(load_config("smoke").model).eval()
+    # A non-uniform static histogram (the untrained one is all zeros, so its table is uniform and a
+    # static stream coded with the wrong table could not be told apart).
+    counts = np.random.default_rng(0).integers(0, 1000, model.static.counts.shape[0])
+    model.static.counts.copy_(torch.from_numpy(counts))
     model.update()
+    assert len(np.unique(model.static_freqs.numpy())) > 10
     return model
 
 
@@ -201,20 +231,84 @@ def test_hvq_rows_are_real_files(results, smoke_model, data_dir):
     data = smoke_model.compress(x, point.lam, point.coarse_ratio, point.medium_ratio)
     assert row.point == point.name and row.bytes == len(data)
     sym = smoke_model.analyze(x, point.lam, point.coarse_ratio, point.medium_ratio)
-    table = smoke_model.static_freqs.numpy()
-    assert smoke_model.static_index_streams(sym, table) == smoke_model.static_index_streams(sym)
     fitted = fit_static_table(smoke_model, point, sorted((data_dir / "train").glob("*.png")), n=2)
     assert fitted.sum() == tables.TOTAL
-    assert 8 * sum(map(len, smoke_model.static_index_streams(sym, fitted))) == row.static_fit_index_bits
+    assert not np.array_equal(fitted, smoke_model.static_freqs.numpy())  # two different ablations
+    # The default (no table: the model's static_freqs, what the evaluation's global column uses) and
+    # the fitted table; each stream is decoded with the table it is meant to be coded with.
+    for arg, table, column in ((None, smoke_model.static_freqs.numpy(), "static_global_index_bits"),
+                               (fitted, fitted, "static_fit_index_bits")):  # fmt: skip
+        streams = smoke_model.static_index_streams(sym, arg)
+        assert 8 * sum(map(len, streams)) == row[column]
+        for g, stream in enumerate(streams):
+            # Each static stream decodes, under that one table, to exactly the indices the real file
+            # codes at granularity g, and costs their information content under it (by hand:
+            # 24 - log2 f[k]) rounded up to 32-bit words plus at most one flush word.
+            mask = sym.masks[g][0, 0].numpy().ravel() > 0
+            ks = sym.indices[g][0].numpy().ravel()[mask]
+            np.testing.assert_array_equal(coder.decode_symbols(stream, table, count=len(ks)), ks)
+            ideal = float(np.sum(24 - np.log2(table[ks].astype(np.float64))))
+            assert ideal - 2 <= 8 * len(stream) <= 1.005 * ideal + 64, (column, g, ideal, len(stream))
+
+
+def assert_drawn_figure(path: Path, width_in: float, height_in: float) -> None:
+    """``path`` is a PNG of about ``width_in x height_in`` inches at ``hvq.plots.DPI`` (saved with a tight
+    bounding box: within 10% each way) with something drawn on it: varied pixels, several colours,
+    coloured ink (curves, markers, images; not only black text and empty axes) and ink in every
+    quarter of the figure."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        pixels = np.asarray(image.convert("RGB"))
+    h, w = pixels.shape[:2]
+    assert 0.9 * width_in * DPI <= w <= 1.1 * width_in * DPI, (path.name, w, width_in * DPI)
+    assert 0.9 * height_in * DPI <= h <= 1.1 * height_in * DPI, (path.name, h, height_in * DPI)
+    assert pixels.std() > 10, (path.name, pixels.std())
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) >= 16, path.name
+    chroma = pixels.max(axis=2).astype(np.int16) - pixels.min(axis=2)
+    assert (chroma > 60).mean() > 0.001, (path.name, (chroma > 60).mean())
+    ink = (pixels < 235).any(axis=2)
+    for part in (ink[: h // 2], ink[h // 2 :], ink[:, : w // 2], ink[:, w // 2 :]):
+        assert part.mean() > 0.01, path.name
+
+
+def test_figure_check_refuses_blank_and_wrong_size(tmp_path):
+    """The check above fails on a blank figure, on empty labelled axes, and on a drawn figure of the
+    wrong size; it passes a drawn one of the right size."""
+    from matplotlib.figure import Figure
+
+    blank = tmp_path / "blank.png"
+    Figure(figsize=(7.0, 4.8)).savefig(blank, dpi=DPI)
+    with pytest.raises(AssertionError):
+        assert_drawn_figure(blank, 7.0, 4.8)
+    empty_axes = tmp_path / "axes.png"
+    fig = Figure(figsize=(7.0, 4.8))
+    ax = fig.subplots()
+    ax.set(xlabel="bpp", ylabel="PSNR (dB)", title="nothing plotted", xlim=(0, 1), ylim=(20, 40))
+    fig.savefig(empty_axes, dpi=DPI)
+    with pytest.raises(AssertionError):
+        assert_drawn_figure(empty_axes, 7.0, 4.8)
+    drawn = tmp_path / "drawn.png"
+    fig = Figure(figsize=(7.0, 4.8))
+    fig.subplots().imshow(np.random.default_rng(0).random((20, 30, 3)))
+    fig.savefig(drawn, dpi=DPI)
+    assert_drawn_figure(drawn, 7.0, 4.8)
+    with pytest.raises(AssertionError):
+        assert_drawn_figure(drawn, 13.0, 4.8)
 
 
 def test_make_figures_writes_every_png(results, smoke_model, data_dir, tmp_path):
     written = make_figures(results, tmp_path, "tiny", model=smoke_model, data_dir=data_dir, image="img1")
-    names = {p.name for p in written}
-    assert names == {"rd_lpips.png", "rd_psnr.png", "rd_msssim.png", "static_vs_hyperprior.png",
-                     "visual_crops.png", "granularity_map.png"}  # fmt: skip
-    for path in written:
-        assert path.stat().st_size > 10_000
+    assert all(p.parent == tmp_path / "tiny" for p in written)
+    by_name = {p.name: p for p in written}
+    # Figure sizes in inches as hvq.plots draws them; the crops have one panel per image shown (the
+    # original, hvq and each available anchor among jpeg, webp and avif).
+    panels = 2 + sum(baselines.available_codecs()[c] for c in ("jpeg", "webp", "avif"))
+    sizes = {"rd_lpips.png": (7.0, 4.8), "rd_psnr.png": (7.0, 4.8), "rd_msssim.png": (7.0, 4.8),
+             "static_vs_hyperprior.png": (13.0, 4.8), "visual_crops.png": (2.6 * panels, 3.2),
+             "granularity_map.png": (18.0, 3.6)}  # fmt: skip
+    assert set(by_name) == set(sizes) and len(written) == len(sizes)
+    for name, (width_in, height_in) in sizes.items():
+        assert_drawn_figure(by_name[name], width_in, height_in)
 
 
 def test_colour_bias_metric_reports_the_worst_channel_in_levels():

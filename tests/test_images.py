@@ -324,12 +324,10 @@ def test_disk_full_while_writing_leaves_nothing(image_and_code, ckpt, tmp_path, 
     src, _ = image_and_code
     before = sorted(p.name for p in tmp_path.iterdir())
     monkeypatch.setattr(os, "fsync", _boom(OSError(errno.ENOSPC, "No space left on device")))
-    try:
-        main(["compress", str(src), str(tmp_path / "out.hvq"), "--model", str(ckpt)])
-    except OSError:
-        pass
+    rc, out, err = run_cli(capsys, "compress", src, tmp_path / "out.hvq", "--model", ckpt)
     monkeypatch.undo()
-    capsys.readouterr()
+    assert rc == 2 and out == ""
+    assert_one_line_error(err, "No space left on device")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import assert_tables_vary, distinct_tables, vary_hyper_tables
 
 from hvq.checkpoint import CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
 from hvq.config import Config, load_config
@@ -44,6 +45,29 @@ def test_any_size_round_trip_equals_network(model, size):
     x_hat = model.decompress(data)
     assert x_hat.shape == x.shape
     assert torch.equal(x_hat, model.reconstruct(x, 2.0, 0.4, 0.5))
+
+
+@pytest.fixture(scope="module")
+def varied_model(smoke_cfg) -> HVQCodec:
+    """The smoke model with seeded random ``h_s.out`` weights: index tables that vary by position."""
+    torch.manual_seed(0)
+    return vary_hyper_tables(HVQCodec(smoke_cfg.model).eval())
+
+
+@pytest.mark.parametrize("size", [(7, 13), (40, 56), (61, 90)])
+def test_round_trip_with_varied_tables(model, varied_model, size):
+    """The round trip above, with a different table at (almost) every position: the decoder must
+    rebuild each position's table and use them in the encoder's order."""
+    x = smooth_image(*size)
+    sym = varied_model.analyze(x, 2.0, 0.4, 0.5)
+    assert_tables_vary(sym.freqs)
+    assert all(distinct_tables(f) == 1 for f in model.analyze(x, 2.0, 0.4, 0.5).freqs if len(f))
+    data = varied_model.compress(x, lam=2.0, coarse_ratio=0.4, medium_ratio=0.5)
+    assert data == varied_model.encode(sym)
+    x_hat = varied_model.decompress(data)
+    assert x_hat.shape == x.shape
+    assert torch.equal(x_hat, varied_model.reconstruct(x, 2.0, 0.4, 0.5))
+    assert not torch.equal(x_hat, model.reconstruct(x, 2.0, 0.4, 0.5))  # not the unvaried model
 
 
 def test_forward_shapes_and_rate_terms(model):
