@@ -51,7 +51,8 @@ VARIANTS: dict[str, dict] = {
             "warmup_steps": 100,
         },
     },
-    # First sweep (colour outside lambda, weight 1000; results/gpu_sweep/sweep1.csv).
+    # First sweep (results/gpu_sweep/sweep1.csv), run while the colour term was added outside the
+    # lambda weighting; the code now puts it inside, so rerunning these trains a different loss.
     "colour": {"train": {"colour_weight": 1000.0}},
     "colour_mse150": {"train": {"colour_weight": 1000.0, "mse_weight": 150.0}},
     "wide4": {"model": WIDE4, "train": {"colour_weight": 1000.0, "mse_weight": 150.0}},
