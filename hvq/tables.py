@@ -28,6 +28,8 @@ and constriction's fast quantiser then reproduces the table exactly (its scale f
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -44,6 +46,9 @@ LOG2_SCALE_MAX = 5
 EXP_STEPS = 64
 EXP_MAX_NATS = 24
 WEIGHT_BITS = 31
+#: Threads for the table build (each block of positions is computed independently, so the integers
+#: do not depend on this number).
+TABLE_THREADS = min(4, os.cpu_count() or 1)
 
 _N_SCALES = (LOG2_SCALE_MAX - LOG2_SCALE_MIN) * LOG2_SCALE_STEPS + 1
 #: 1/scale for every grid scale, rounded to 20 fractional bits (exact dyadic numbers).
@@ -124,13 +129,22 @@ def gaussian_index_freqs(
     mu_f = mu_q.astype(np.float64)
     chunk = chunk or max(1, (1 << 18) // k)
     out = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, chunk):
+
+    def block(start: int) -> None:
         stop = min(n, start + chunk)
         u = _half_distances(mu_f[start:stop], INV_SCALE_TABLE[scale_idx[start:stop]], codebook_t)
         u *= EXP_STEPS
         np.floor(u, out=u)
         np.minimum(u, EXP_MAX_NATS * EXP_STEPS, out=u)
         out[start:stop] = freqs_from_weights(EXP_TABLE[u.astype(np.int64)])
+
+    starts = range(0, n, chunk)
+    if len(starts) < 4 or TABLE_THREADS < 2:
+        for start in starts:
+            block(start)
+    else:  # blocks are independent and numpy releases the GIL: the same integers, in parallel
+        with ThreadPoolExecutor(TABLE_THREADS) as pool:
+            list(pool.map(block, starts))
     return out
 
 
