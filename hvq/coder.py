@@ -16,10 +16,16 @@ import constriction
 import numpy as np
 
 from hvq.errors import BitstreamError
-from hvq.tables import TOTAL
+from hvq.tables import TOTAL, symbol_bits
 
 #: Positions per constriction call; bounds the float64 copy of the tables to ~32 MB.
 _BLOCK_ENTRIES = 1 << 22
+#: Symbols per decoding block with a shared table (the exhaustion check runs between blocks).
+_SHARED_BLOCK = 4096
+#: Information (bits) a decoder may still produce after its data ran out: the range decoder holds one
+#: 64-bit state, so a genuine stream has at most that much left once every word has been read; the rest
+#: is margin. Beyond it the stream is truncated or forged, and decoding stops (cost bounded by the file).
+OVERRUN_BITS = 128
 
 
 def _as_model_probs(freqs: np.ndarray) -> np.ndarray:
@@ -79,16 +85,31 @@ def decode_symbols(data: bytes, freqs: np.ndarray, count: int | None = None) -> 
     if len(data) % 4 or not data:
         raise BitstreamError(f"stream of {len(data)} bytes is not a positive whole number of 32-bit words")
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    parts, overrun = [], 0.0
     try:
         decoder = constriction.stream.queue.RangeDecoder(words)
         if f.ndim == 1:
             model = constriction.stream.model.Categorical(_as_model_probs(f), perfect=False)
-            out = decoder.decode(model, n)
+            blocks = ((slice(i, min(n, i + _SHARED_BLOCK)), None) for i in range(0, n, _SHARED_BLOCK))
         else:
-            family = constriction.stream.model.Categorical(perfect=False)
-            out = np.concatenate(
-                [decoder.decode(family, _as_model_probs(f[sl])) for sl in _blocks(n, f.shape[1])]
-            )
+            model = constriction.stream.model.Categorical(perfect=False)
+            blocks = ((sl, f[sl]) for sl in _blocks(n, f.shape[1]))
+        for sl, table in blocks:
+            exhausted = decoder.maybe_exhausted()  # every word read before this block
+            if table is None:
+                part = decoder.decode(model, sl.stop - sl.start)
+            else:
+                part = decoder.decode(model, _as_model_probs(table))
+            parts.append(part)
+            if exhausted:
+                overrun += float(symbol_bits(f if table is None else table, part).sum())
+                if overrun > OVERRUN_BITS:
+                    raise BitstreamError(
+                        f"stream exhausted: {overrun:.0f} bits decoded past the end of its "
+                        f"{len(data)} bytes (truncated or forged)"
+                    )
+    except BitstreamError:
+        raise
     except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:  # constriction's errors
         raise BitstreamError(f"range decoder rejected the stream: {exc}") from exc
-    return out.astype(np.int64)
+    return np.concatenate(parts).astype(np.int64)
