@@ -24,10 +24,10 @@ import torch  # noqa: E402
 
 from hvq.data import kodak_images, load_image  # noqa: E402
 from hvq.metrics import psnr  # noqa: E402
+from hvq.nets.router import box_mask  # noqa: E402
 from hvq.perceptual import LPIPS  # noqa: E402
 from hvq.pretrained import load_pretrained  # noqa: E402
 from hvq.ratecontrol import compress_to_bpp  # noqa: E402
-from hvq.viz import box_mask  # noqa: E402
 
 
 def central_box(height: int, width: int) -> tuple[int, int, int, int]:

@@ -78,7 +78,7 @@ def cmd_compress(args) -> int:
 
 def _parse_roi(spec: str, height: int, width: int):
     """``x0,y0,x1,y1`` (a box in pixels) or the path of a mask image (non-zero = region of interest)."""
-    from hvq.viz import box_mask
+    from hvq.nets.router import box_mask
 
     parts = spec.split(",")
     if len(parts) == 4 and all(p.strip().lstrip("-").isdigit() for p in parts):
@@ -109,7 +109,7 @@ def cmd_decompress(args) -> int:
 
 def cmd_info(args) -> int:
     from hvq.container import Container
-    from hvq.viz import STREAM_NAMES as names
+    from hvq.model import STREAM_NAMES as names
 
     data = Path(args.input).read_bytes()
     c = Container.from_bytes(data)

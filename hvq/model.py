@@ -50,6 +50,8 @@ from hvq.nets.blocks import RateEmbedding
 from hvq.probability import SCALE_MAX, SCALE_MIN, StaticHistogram, embedding_bits, index_bits
 
 GRANULARITIES = ("fine", "medium", "coarse")
+#: The seven streams of a file, in order.
+STREAM_NAMES = ("mask", "z fine", "z medium", "z coarse", "index fine", "index medium", "index coarse")
 STRIDES = (4, 8, 16)
 #: Images are padded (edge replication) to a multiple of this before coding, then cropped back.
 PAD_MULTIPLE = 16

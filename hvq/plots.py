@@ -63,7 +63,7 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _title(dataset: str, n_images: int) -> str:
+def figure_title(dataset: str, n_images: int) -> str:
     return f"{dataset} ({n_images} image{'s' if n_images != 1 else ''})"
 
 
@@ -187,7 +187,7 @@ def _middle_point(model: HVQCodec) -> RatePoint:
     return RatePoint("middle", lam, MIDDLE_RATIO, MIDDLE_RATIO)
 
 
-def _quality_for_bpp(codec: str, pixels: np.ndarray, target: float) -> tuple[int, int, np.ndarray]:
+def quality_for_bpp(codec: str, pixels: np.ndarray, target: float) -> tuple[int, int, np.ndarray]:
     """The quality (0..100) whose bpp is closest to ``target`` by bisection (bpp grows with quality).
 
     Returns ``(quality, bytes, decoded (H, W, 3) uint8)``.
@@ -249,7 +249,7 @@ def visual_comparison(
     available = baselines.available_codecs()
     for codec in codecs:
         if available.get(codec):
-            quality, n_bytes, decoded = _quality_for_bpp(codec, pixels, target)
+            quality, n_bytes, decoded = quality_for_bpp(codec, pixels, target)
             panels.append((f"{codec} q={quality}", decoded, f"{bits_per_pixel(n_bytes, h, w):.3f} bpp"))
     lpips = lpips or shared_lpips()
     top, left = _detail_window(pixels, crop)
@@ -373,7 +373,7 @@ def make_figures(
     summary = pd.read_csv(results / "summary.csv")
     per_image = pd.read_csv(results / "per_image.csv")
     hvq_json = json.loads((results / "hvq.json").read_text())
-    title = _title(dataset, int(hvq_json["n_images"]))
+    title = figure_title(dataset, int(hvq_json["n_images"]))
     frame = rd_frame(summary, hvq_json["curves"])
     written = [
         _save(rd_figure(frame, metric, ylabel, f"{ylabel.split(' (')[0]} vs rate on {title}"), out / name)

@@ -18,18 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from hvq.container import Container
-from hvq.model import GRANULARITIES, STRIDES, Symbols
+from hvq.model import GRANULARITIES, STREAM_NAMES, STRIDES, Symbols
+from hvq.nets.router import box_mask as box_mask  # re-exported for the notebooks
 from hvq.tables import symbol_bits
 
 #: Colours of the fine, medium and coarse granularity in every plot of the kit.
 GRANULARITY_COLOURS = ("#d62728", "#ff7f0e", "#1f77b4")
 #: Names of the seven streams of a ``.hvq`` file written by :class:`hvq.model.HVQCodec`, in order
 #: (the same labels as ``hvq info``).
-STREAM_NAMES = ("mask", "z fine", "z medium", "z coarse", "index fine", "index medium", "index coarse")
 
 
 # ------------------------------------------------------------------------------------- computations
@@ -86,17 +85,6 @@ def stream_sizes(data: bytes) -> dict[str, int]:
     sizes = {name: len(s) for name, s in zip(names, c.streams, strict=True)}
     sizes["header + CRCs"] = len(data) - sum(sizes.values())
     return sizes
-
-
-def box_mask(height: int, width: int, box: tuple[int, int, int, int]) -> Tensor:
-    """Region-of-interest mask ``(H, W)`` float 0/1 from a box ``(x0, y0, x1, y1)`` in pixels (the same
-    convention as ``hvq compress --roi x0,y0,x1,y1``)."""
-    x0, y0, x1, y1 = (int(v) for v in box)
-    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise ValueError(f"box {box} outside the {width}x{height} image")
-    roi = torch.zeros(height, width)
-    roi[y0:y1, x0:x1] = 1
-    return roi
 
 
 # ----------------------------------------------------------------------------------------- plotting

@@ -40,7 +40,7 @@ from hvq.evaluate import RatePoint, shared_lpips
 from hvq.metrics import bits_per_pixel, psnr
 from hvq.model import HVQCodec
 from hvq.perceptual import LPIPS
-from hvq.plots import _quality_for_bpp, _title
+from hvq.plots import figure_title, quality_for_bpp
 
 #: Files every results folder has (anchors add ``<codec>.json``).
 RESULT_FILES = ("per_image.csv", "summary.csv", "bdrate.csv", "hvq.json")
@@ -136,7 +136,7 @@ class Results:
     @property
     def title(self) -> str:
         """``"kodak (24 images)"``, as in the figures of :mod:`hvq.plots`."""
-        return _title(self.dataset, int(self.hvq["n_images"]))
+        return figure_title(self.dataset, int(self.hvq["n_images"]))
 
     @property
     def curves(self) -> dict[str, list[str]]:
@@ -394,7 +394,7 @@ def compare_at_point(
     decoded = (model.decompress(data).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
     label = f"hvq: lambda {point.lam:.3g}, ratios {point.coarse_ratio:.2f}/{point.medium_ratio:.2f}"
     ours = _measure(label, pixels, decoded, len(data), lpips)
-    quality, n_bytes, anchor_pixels = _quality_for_bpp(anchor, pixels, ours.bpp)
+    quality, n_bytes, anchor_pixels = quality_for_bpp(anchor, pixels, ours.bpp)
     return ours, _measure(f"{anchor} q={quality}", pixels, anchor_pixels, n_bytes, lpips)
 
 

@@ -92,3 +92,14 @@ def check_partition(coarse: Tensor, medium: Tensor, fine: Tensor) -> bool:
         + fine
     )
     return bool((up == 1).all())
+
+
+def box_mask(height: int, width: int, box: tuple[int, int, int, int]) -> Tensor:
+    """Region-of-interest mask ``(H, W)`` float 0/1 from a box ``(x0, y0, x1, y1)`` in pixels (the same
+    convention as ``hvq compress --roi x0,y0,x1,y1``)."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ValueError(f"box {box} outside the {width}x{height} image")
+    roi = torch.zeros(height, width)
+    roi[y0:y1, x0:x1] = 1
+    return roi
