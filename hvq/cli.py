@@ -114,8 +114,11 @@ def cmd_info(args) -> int:
     data = Path(args.input).read_bytes()
     c = Container.from_bytes(data)
     print(f"{args.input}: {len(data)} bytes, image {c.width}x{c.height}, model tag {c.model_tag.hex()}")
-    if len(c.knobs) == 3:
+    if len(c.knobs) >= 3:
         print(f"  lambda {c.knobs[0]:.4g}, coarse ratio {c.knobs[1]:.3f}, medium ratio {c.knobs[2]:.3f}")
+    if len(c.knobs) == 6:
+        offset = ", ".join(f"{v / 4:+.2f}" for v in c.knobs[3:])
+        print(f"  colour offset (R, G, B) {offset} levels")
     for i, s in enumerate(c.streams):
         label = names[i] if len(c.streams) == len(names) else f"stream {i}"
         print(f"  {label:<13} {len(s):>8} bytes  {8 * len(s) / (c.width * c.height):.4f} bpp")

@@ -489,3 +489,13 @@ def test_animated_image_codes_the_first_frame_with_a_warning(name, ckpt, tmp_pat
     rc, out, err = run_cli(capsys, "compress", tmp_path / name, tmp_path / "out.hvq", "--model", ckpt)
     assert rc == 0 and "(12x8)" in out
     assert err == f"hvq: warning: {tmp_path / name}: only the first of 3 frames is coded\n"
+
+
+def test_info_shows_the_knobs_and_the_colour_offset(tmp_path, capsys):
+    src = tmp_path / "in.png"
+    Image.fromarray(np.full((32, 48, 3), (40, 160, 60), dtype=np.uint8)).save(src)
+    assert main(["compress", str(src), str(tmp_path / "a.hvq"), "--lam", "1.41"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "a.hvq")]) == 0
+    out = capsys.readouterr().out
+    assert "lambda 1.41" in out and "colour offset (R, G, B)" in out and "index fine" in out
