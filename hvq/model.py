@@ -412,9 +412,13 @@ class HVQCodec(nn.Module):
         idxs = [i.cpu() for i in feats.indices]
         masks = [m.cpu() for m in masks]
         sym = Symbols(feats.height, feats.width, feats.lam, rc, rm, masks, z_hats, idxs, freqs, log_scales)
-        if fit_colour:
-            original = feats.x_padded[0, :, : feats.height, : feats.width].cpu()
-            sym.colour_offset = self.fit_colour_offset(self._decode(sym), original)
+        return self.fit_colour(sym, feats) if fit_colour else sym
+
+    @torch.no_grad()
+    def fit_colour(self, sym: Symbols, feats: Features) -> Symbols:
+        """``sym`` with its colour offset fitted to the image of ``feats`` (one decoder pass)."""
+        original = feats.x_padded[0, :, : feats.height, : feats.width].cpu()
+        sym.colour_offset = self.fit_colour_offset(self._decode(sym), original)
         return sym
 
     @staticmethod

@@ -10,8 +10,8 @@ monotonically with ``p``; the file size does too, up to a few bits of noise.
 The search, per candidate lambda:
 
 1. run the encoder once (features and nearest codes do not depend on the ratios);
-2. bisect ``p`` on the *estimated* size (the float entropy model, exact to ~0.2% of the real file,
-   and much cheaper than building integer tables);
+2. solve for ``p`` on the *estimated* size (the float entropy model, exact to ~0.2% of the real file,
+   and much cheaper than building integer tables) by regula falsi, to a quarter of the tolerance;
 3. code for real at the estimate's answer, then correct with secant steps on the *real* size until
    it lies within ``tolerance`` of the target (side information and mask included: it is the file).
 
@@ -60,6 +60,12 @@ class RateControlResult:
     candidates: list[dict] = field(default_factory=list)
 
 
+#: The estimate search stops within this fraction of the real-size tolerance (the estimate is ~0.2% off).
+ESTIMATE_TOLERANCE = 0.25
+#: At most this many estimates per search (beyond the two ends).
+MAX_ESTIMATES = 14
+
+
 def ratios_for(p: float) -> tuple[float, float]:
     """The one-parameter path through the ratio knobs: ``p`` in [0, 1] -> (coarse, medium)."""
     p = min(max(float(p), 0.0), 1.0)
@@ -78,22 +84,18 @@ def _search_one_lambda(model, x, lam, target_bits, tol, roi, max_real):
     lo_bits, hi_bits = est(0.0), est(1.0)
     if not lo_bits <= target_bits <= hi_bits:
         return None, (lo_bits, hi_bits), n_est, 0
-    lo, hi = 0.0, 1.0
-    for _ in range(14):  # bisection on the estimate: p to ~6e-5
-        mid = 0.5 * (lo + hi)
-        if est(mid) < target_bits:
-            lo = mid
-        else:
-            hi = mid
-    p = 0.5 * (lo + hi)
+    p = _solve_on_estimate(est, target_bits, lo_bits, hi_bits, ESTIMATE_TOLERANCE * tol)
     # Real sizes, corrected by secant steps on (p, real bits) bracketed by the estimate's ends.
-    tried: list[tuple[float, int, bytes]] = []
+    tried: list[tuple[float, int]] = []
+    best = None  # (distance to the target, p, bits, symbols) of the closest real file so far
     lo_p, hi_p = 0.0, 1.0
     for _ in range(max_real):
         rc, rm = ratios_for(p)
-        data = model.encode(model.analyze(feats, coarse_ratio=rc, medium_ratio=rm, fit_colour=False))
-        bits = 8 * len(data)
-        tried.append((p, bits, data))
+        sym = model.analyze(feats, coarse_ratio=rc, medium_ratio=rm, fit_colour=False)
+        bits = 8 * len(model.encode(sym))
+        tried.append((p, bits))
+        if best is None or abs(bits - target_bits) < best[0]:
+            best = (abs(bits - target_bits), p, bits, sym)
         if abs(bits - target_bits) <= tol * target_bits:
             break
         if bits < target_bits:
@@ -103,18 +105,41 @@ def _search_one_lambda(model, x, lam, target_bits, tol, roi, max_real):
         below = [t for t in tried if t[1] < target_bits]
         above = [t for t in tried if t[1] > target_bits]
         if below and above:
-            (p0, b0, _), (p1, b1, _) = max(below, key=lambda t: t[1]), min(above, key=lambda t: t[1])
+            (p0, b0), (p1, b1) = max(below, key=lambda t: t[1]), min(above, key=lambda t: t[1])
             p_new = p0 + (target_bits - b0) * (p1 - p0) / max(1, b1 - b0)
         else:  # step by the local slope of the estimate
             slope = (est(min(1.0, p + 0.01)) - est(max(0.0, p - 0.01))) / 0.02
             p_new = p + (target_bits - bits) / max(slope, 1.0)
         p = min(max(p_new, lo_p), hi_p) if lo_p < hi_p else p_new
         p = min(max(p, 0.0), 1.0)
-    p, bits, _ = min(tried, key=lambda t: abs(t[1] - target_bits))
-    # The chosen ratios once more with the colour offset fitted (same size: the offset is fixed-width).
-    rc, rm = ratios_for(p)
-    data = model.encode(model.analyze(feats, coarse_ratio=rc, medium_ratio=rm))
+    _, p, bits, sym = best
+    # The colour offset is fitted once, on the chosen symbols (it never changes the file size).
+    data = model.encode(model.fit_colour(sym, feats))
     return (p, bits, data), (lo_bits, hi_bits), n_est, len(tried)
+
+
+def _solve_on_estimate(
+    est: Callable[[float], float], target: float, lo_bits: float, hi_bits: float, tol: float
+) -> float:
+    """``p`` whose estimated size is within ``tol`` (relative) of ``target``: regula falsi with the
+    Illinois step on the increasing estimate, bracketed by ``p = 0`` and ``p = 1`` (at most
+    ``MAX_ESTIMATES`` evaluations; a plain bisection needs 14 for the same bracket)."""
+    lo, hi, f_lo, f_hi = 0.0, 1.0, lo_bits - target, hi_bits - target
+    p, side = 0.5, 0
+    for _ in range(MAX_ESTIMATES):
+        p = lo + (hi - lo) * (-f_lo) / (f_hi - f_lo) if f_hi != f_lo else 0.5 * (lo + hi)
+        f = est(p) - target
+        if abs(f) <= tol * target:
+            break
+        if f < 0:
+            lo, f_lo = p, f
+            f_hi = f_hi / 2 if side == -1 else f_hi  # Illinois: halve the end that stays twice
+            side = -1
+        else:
+            hi, f_hi = p, f
+            f_lo = f_lo / 2 if side == 1 else f_lo
+            side = 1
+    return p
 
 
 def compress_to_bpp(
