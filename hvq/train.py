@@ -219,36 +219,21 @@ def train(
             time_frac = (wall + time.time() - t_last) / tc.time_budget_s if tc.time_budget_s else None
             for group in opt.param_groups + opt_d.param_groups:
                 group["lr"] = lr_at(cfg, step, time_frac) * group.get("lr_mult", 1.0)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-                out = net(x, lam, rc, rm)
-                x_hat = out["x_hat"].float()
-                mse = (x_hat - x).pow(2).flatten(1).mean(1)
-                lp = perceptual(x_hat, x).float()
-            dist_term = tc.mse_weight * mse + tc.lpips_weight * lp
-            if tc.colour_weight:
-                dist_term = dist_term + tc.colour_weight * colour_loss(x_hat, x)
-            rd = (out["bpp"] + lam * dist_term).mean()
-            vq = out["codebook_loss"] + cfg.model.beta_commit * out["commit_loss"]
-            loss = rd + vq
-            gan_g = gan_w = gan_d = torch.zeros((), device=dev)
             use_gan = step >= tc.disc_start and tc.disc_weight > 0
-            if use_gan:
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-                    gan_g = -disc(x_hat).float().mean()
-                gan_w = tc.disc_weight * adaptive_weight(
-                    (lam * dist_term).mean(), gan_g, model.decoder.last_layer
-                )
-                loss = loss + gan_w * gan_g
+            terms = _generator_loss(net, model, disc, perceptual, x, (lam, rc, rm), cfg, amp, use_gan)
+            out, x_hat, loss = terms["out"], terms["x_hat"], terms["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            if not torch.isfinite(grad_norm):  # skip a bad step instead of poisoning the weights
+            finite = bool(torch.isfinite(grad_norm))
+            if finite:
+                opt.step()
+            else:  # no update from a bad batch; the step still counts, is logged and checkpointed
                 skipped += 1
                 if skipped > 50:
                     raise FloatingPointError(f"more than 50 non-finite steps (last at step {step})")
-                continue
-            opt.step()
-            if use_gan:
+            gan_d = torch.zeros((), device=dev)
+            if use_gan and finite:
                 with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
                     gan_d = hinge_d_loss(disc_net(x).float(), disc_net(x_hat.detach()).float())
                 opt_d.zero_grad(set_to_none=True)
@@ -263,32 +248,15 @@ def train(
             n_img += x.shape[0] * world
             if bar:
                 bar.update(1)
-                bar.set_postfix(bpp=f"{out['bpp'].mean().item():.3f}", lpips=f"{lp.mean().item():.3f}")
+                bpp, lp = out["bpp"].mean().item(), terms["lpips"].mean().item()
+                bar.set_postfix(bpp=f"{bpp:.3f}", lpips=f"{lp:.3f}")
             finished = step == total_steps or _out_of_time(tc, wall + time.time() - t_last, distributed, dev)
             if rank == 0 and (step % tc.log_every == 0 or finished):
                 now = time.time()
                 wall += now - t_last
-                row = {
-                    "step": step,
-                    "wall_s": round(wall, 1),
-                    "img_per_s": round(n_img / max(1e-9, now - t_last), 2),
-                    "lr": opt.param_groups[-1]["lr"],
-                    "loss": loss.item(),
-                    "mse": mse.mean().item(),
-                    "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item(),
-                    "lpips": lp.mean().item(),
-                    "codebook": out["codebook_loss"].item(),
-                    "commit": out["commit_loss"].item(),
-                    "gan_g": gan_g.item(),
-                    "gan_w": float(gan_w),
-                    "gan_d": gan_d.item(),
-                    "perplexity": model.quantizer.perplexity(
-                        torch.cat([i.flatten() for i in out["indices"]])
-                    ),
-                    "restarted": restarted,
-                    "skipped": skipped,
-                }
-                row.update({k: out[k].mean().item() for k in ("bpp", "bpp_index", "bpp_z", "bpp_mask")})
+                row = _log_row(model, terms, gan_d, step=step, wall=wall, lr=opt.param_groups[-1]["lr"],
+                               img_per_s=n_img / max(1e-9, now - t_last), restarted=restarted,
+                               skipped=skipped)  # fmt: skip
                 writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
                 log_fh.flush()
                 t_last, n_img = now, 0
@@ -308,6 +276,58 @@ def train(
         if distributed:
             dist.destroy_process_group()
     return ckpt_path
+
+
+def _generator_loss(net, model, disc, perceptual, x: Tensor, knobs, cfg: Config, amp: bool, use_gan: bool):
+    """The model's loss on one batch: ``{"loss", "out", "x_hat", "mse", "lpips", "gan_g", "gan_w"}``.
+
+    ``bpp + lambda * (mse_weight MSE + lpips_weight LPIPS + colour_weight colour)`` averaged over the
+    batch, plus the VQ terms and, with ``use_gan``, the adaptively weighted adversarial term.
+    """
+    tc, dev = cfg.train, x.device
+    lam, rc, rm = knobs
+    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+        out = net(x, lam, rc, rm)
+        x_hat = out["x_hat"].float()
+        mse = (x_hat - x).pow(2).flatten(1).mean(1)
+        lp = perceptual(x_hat, x).float()
+    dist_term = tc.mse_weight * mse + tc.lpips_weight * lp
+    if tc.colour_weight:
+        dist_term = dist_term + tc.colour_weight * colour_loss(x_hat, x)
+    loss = (out["bpp"] + lam * dist_term).mean()
+    loss = loss + out["codebook_loss"] + cfg.model.beta_commit * out["commit_loss"]
+    gan_g = gan_w = torch.zeros((), device=dev)
+    if use_gan:
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            gan_g = -disc(x_hat).float().mean()
+        gan_w = tc.disc_weight * adaptive_weight((lam * dist_term).mean(), gan_g, model.decoder.last_layer)
+        loss = loss + gan_w * gan_g
+    return {"loss": loss, "out": out, "x_hat": x_hat, "mse": mse, "lpips": lp, "gan_g": gan_g, "gan_w": gan_w}
+
+
+def _log_row(model: HVQCodec, terms: dict, gan_d: Tensor, **fields) -> dict:
+    """One row of ``log.csv`` (:data:`LOG_FIELDS`) from the step's loss terms and counters."""
+    out, mse = terms["out"], terms["mse"]
+    row = {
+        "step": fields["step"],
+        "wall_s": round(fields["wall"], 1),
+        "img_per_s": round(fields["img_per_s"], 2),
+        "lr": fields["lr"],
+        "loss": terms["loss"].item(),
+        "mse": mse.mean().item(),
+        "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item(),
+        "lpips": terms["lpips"].mean().item(),
+        "codebook": out["codebook_loss"].item(),
+        "commit": out["commit_loss"].item(),
+        "gan_g": terms["gan_g"].item(),
+        "gan_w": float(terms["gan_w"]),
+        "gan_d": gan_d.item(),
+        "perplexity": model.quantizer.perplexity(torch.cat([i.flatten() for i in out["indices"]])),
+        "restarted": fields["restarted"],
+        "skipped": fields["skipped"],
+    }
+    row.update({k: out[k].mean().item() for k in ("bpp", "bpp_index", "bpp_z", "bpp_mask")})
+    return row
 
 
 def _out_of_time(tc, elapsed: float, distributed: bool, dev: torch.device) -> bool:

@@ -114,3 +114,28 @@ def test_time_budget_ends_training_and_drives_the_schedule(tmp_path, data_dir):
     assert 0 < state["step"] < 10**6 and state["wall_s"] >= 3.0
     assert lr_at(cfg, 10**6, time_frac=0.0) == pytest.approx(cfg.train.lr)
     assert lr_at(cfg, 0 + cfg.train.warmup_steps, time_frac=1.0) == pytest.approx(cfg.train.lr_min)
+
+
+def test_a_non_finite_step_is_counted_logged_and_leaves_the_weights(tmp_path, data_dir, monkeypatch):
+    import hvq.train as train_module
+
+    real = train_module._generator_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(train_module, "_generator_loss", poisoned)
+    rows = []
+    cfg = _cfg()
+    cfg.train.ckpt_every = 1
+    train(cfg, tmp_path / "run", data_dir=data_dir, steps=3, callback=rows.append, progress=False)
+    assert [r["step"] for r in rows] == [1, 2, 3]  # the bad step is a logged step, not a silent retry
+    assert [r["skipped"] for r in rows] == [0, 1, 1]
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert {int(s["step"]) for s in state["opt"]["state"].values()} == {2}  # no update from the bad batch
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
