@@ -58,8 +58,9 @@ def _write_bytes(path: Path, data: bytes, force: bool) -> None:
 def cmd_compress(args) -> int:
     from hvq.data import load_image
     from hvq.metrics import bits_per_pixel
+    from hvq.model import MAX_CODEC_PIXELS
 
-    x = load_image(args.input)
+    x = load_image(args.input, max_pixels=MAX_CODEC_PIXELS)  # refused from the header, before decoding
     model = _load_model(args.model)
     out = Path(args.output)
     if out.exists() and not args.force:

@@ -499,3 +499,18 @@ def test_info_shows_the_knobs_and_the_colour_offset(tmp_path, capsys):
     assert main(["info", str(tmp_path / "a.hvq")]) == 0
     out = capsys.readouterr().out
     assert "lambda 1.41" in out and "colour offset (R, G, B)" in out and "index fine" in out
+
+
+def test_compress_refuses_an_image_above_the_codec_limit_from_its_header(tmp_path, capsys, monkeypatch):
+    """A PNG bomb (small file, huge canvas) is refused before its pixels are decoded."""
+    import hvq.data
+
+    src = tmp_path / "bomb.png"
+    Image.new("L", (4200, 4000)).save(src, optimize=True)  # 16.8 MP of zeros, a few kB
+    assert src.stat().st_size < 100_000
+    decoded = []
+    monkeypatch.setattr(hvq.data, "_to_rgb_uint8", lambda image: decoded.append(1))
+    rc = main(["compress", str(src), str(tmp_path / "out.hvq")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "more than the" in err and not decoded
+    assert not (tmp_path / "out.hvq").exists()
