@@ -319,3 +319,21 @@ def test_colour_bias_metric_reports_the_worst_channel_in_levels():
     y[2] -= 3 / 255
     assert colour_bias(x, y) == pytest.approx(3.0, abs=1e-4)
     assert colour_bias(x, x) == 0.0
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+def test_bd_rate_and_quality_agree_with_the_bjontegaard_package(method):
+    """The kit's Bjontegaard deltas against the reference implementation (``bjontegaard`` on PyPI)."""
+    bjontegaard = pytest.importorskip("bjontegaard")
+    rng = np.random.default_rng(3)
+    rate_anchor = np.array([0.1, 0.2, 0.35, 0.5, 0.8])
+    psnr_anchor = 25 + 4 * np.log(rate_anchor / 0.1)
+    rate_test = rate_anchor * 0.85 * np.exp(rng.normal(0, 0.03, 5))
+    psnr_test = psnr_anchor + rng.normal(0.2, 0.1, 5)
+    ours = bdrate.bd_rate(rate_anchor, psnr_anchor, rate_test, psnr_test, method=method).value
+    ref = bjontegaard.bd_rate(rate_anchor, psnr_anchor, rate_test, psnr_test, method=method)
+    assert ours == pytest.approx(ref, abs=1e-6)
+    ours_q = bdrate.bd_quality(rate_anchor, psnr_anchor, rate_test, psnr_test, method=method).value
+    assert ours_q == pytest.approx(
+        bjontegaard.bd_psnr(rate_anchor, psnr_anchor, rate_test, psnr_test, method=method)
+    )
