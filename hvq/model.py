@@ -65,6 +65,7 @@ MASK_P_FLOOR = 1.0 / 256
 #: The colour offset is sent in steps of 1/COLOUR_STEPS of one 8-bit level (at most the full range).
 COLOUR_STEPS = 4
 COLOUR_MAX = 255 * COLOUR_STEPS
+_COLOUR_STEP = 1.0 / (255 * COLOUR_STEPS)  # one step of the offset, in [0, 1] pixel units
 
 
 @dataclass
@@ -429,12 +430,11 @@ class HVQCodec(nn.Module):
         ``decoded``: the decoder's unclipped output ``(3, H, W)``; ``original``: ``(3, H, W)`` in [0, 1].
         A few fixed-point rounds absorb the clipping at 0 and 1.
         """
-        step = 1.0 / (255 * COLOUR_STEPS)
         target = original.double().mean((1, 2))
         offset = torch.zeros(3, dtype=torch.float64)
         for _ in range(rounds):
-            shifted = (decoded.double() + (offset * step).view(3, 1, 1)).clamp(0, 1)
-            offset = offset + torch.round((target - shifted.mean((1, 2))) / step)
+            shifted = (decoded.double() + (offset * _COLOUR_STEP).view(3, 1, 1)).clamp(0, 1)
+            offset = offset + torch.round((target - shifted.mean((1, 2))) / _COLOUR_STEP)
             offset = offset.clamp(-COLOUR_MAX, COLOUR_MAX)
         return tuple(int(v) for v in offset)
 
@@ -463,8 +463,7 @@ class HVQCodec(nn.Module):
     def synthesize(self, sym: Symbols) -> Tensor:
         """Image from decoded symbols: ``(3, H, W)`` in [0, 1] with the file's colour offset applied.
         Used by decompress *and* reconstruct."""
-        step = 1.0 / (255 * COLOUR_STEPS)
-        offset = torch.tensor(sym.colour_offset, dtype=torch.float32).view(3, 1, 1) * step
+        offset = torch.tensor(sym.colour_offset, dtype=torch.float32).view(3, 1, 1) * _COLOUR_STEP
         return (self._decode(sym) + offset).clamp(0, 1)
 
     @torch.no_grad()
