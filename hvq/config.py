@@ -130,7 +130,8 @@ class Config:
 def _build(kind, values: dict[str, Any]):
     if not isinstance(values, dict):
         raise ValueError(f"{kind.__name__} settings must be a mapping, got {type(values).__name__}")
-    defaults = {f.name: getattr(kind(), f.name) for f in dataclasses.fields(kind)}
+    default = kind()
+    defaults = {f.name: getattr(default, f.name) for f in dataclasses.fields(kind)}
     unknown = set(values) - set(defaults)
     if unknown:
         raise ValueError(f"unknown {kind.__name__} settings: {sorted(unknown)}")
