@@ -3,8 +3,10 @@
     python benchmarks/bench_codec.py [--image kodim23] [--repeats 3] [--threads 2] [--device cpu]
 
 Times ``model.compress`` (analysis, integer tables, range coding, container) and ``model.decompress``
-at three granularity settings; reports the median of ``--repeats`` runs and the stage that dominates
-(the integer-table build), measured separately.
+at three granularity settings, and ``compress_to_bpp`` at the middle setting's rate; reports the median
+of ``--repeats`` runs, the stage that dominates (masks, z and the integer tables), and each time as a
+ratio to AVIF's encode time of the same image at the quality closest to the same bpp, measured in the
+same run (Pillow; so the ratios hold even on a busy machine, where the seconds do not).
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from hvq.data import kodak_images, load_image  # noqa: E402
+from hvq import baselines  # noqa: E402
+from hvq.data import kodak_images, load_image, load_image_uint8  # noqa: E402
+from hvq.plots import quality_for_bpp  # noqa: E402
 from hvq.pretrained import load_pretrained  # noqa: E402
+from hvq.ratecontrol import compress_to_bpp  # noqa: E402
 
 
 def _median_time(fn, repeats: int) -> tuple[float, object]:
@@ -48,8 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     h, w = x.shape[1:]
     lam = (model.cfg.lambda_min * model.cfg.lambda_max) ** 0.5
     print(f"{path.name} {w}x{h}, device {args.device}, {args.threads} threads, median of {args.repeats}\n")
-    print("| coarse/medium | bytes | bpp | encode s | of which masks + z + tables s | decode s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    pixels = load_image_uint8(path)
+    has_avif = baselines.available_codecs().get("avif", False)
+
+    def avif_encode_s(bpp: float) -> float:
+        """Median encode seconds of AVIF at the quality whose file is closest to ``bpp``."""
+        if not has_avif:
+            return float("nan")
+        quality, _, _ = quality_for_bpp("avif", pixels, bpp)
+        times = [baselines.encode_decode("avif", pixels, quality)[2] for _ in range(args.repeats)]
+        return statistics.median(times)
+
+    print("| coarse/medium | bytes | bpp | encode s | of which masks + z + tables s | decode s "
+          "| AVIF encode s | encode / AVIF | decode / AVIF |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    middle_bpp = None
     for r in (0.8, 0.45, 0.0):
         enc, data = _median_time(
             lambda r=r: model.compress(x, lam=lam, coarse_ratio=r, medium_ratio=r), args.repeats
@@ -59,10 +77,16 @@ def main(argv: list[str] | None = None) -> int:
             lambda r=r, f=feats: model.analyze(f, coarse_ratio=r, medium_ratio=r), args.repeats
         )
         dec, _ = _median_time(lambda data=data: model.decompress(data), args.repeats)
+        bpp = 8 * len(data) / (h * w)
+        middle_bpp = bpp if r == 0.45 else middle_bpp
+        avif = avif_encode_s(bpp)
         print(
-            f"| {r:.2f}/{r:.2f} | {len(data)} | {8 * len(data) / (h * w):.4f} "
-            f"| {enc:.2f} | {tab:.2f} | {dec:.2f} |"
+            f"| {r:.2f}/{r:.2f} | {len(data)} | {bpp:.4f} | {enc:.2f} | {tab:.2f} | {dec:.2f} "
+            f"| {avif:.3f} | {enc / avif:.1f}x | {dec / avif:.1f}x |"
         )
+    target, _ = _median_time(lambda: compress_to_bpp(model, x, middle_bpp, lams=[lam]), args.repeats)
+    avif = avif_encode_s(middle_bpp)
+    print(f"| target_bpp {middle_bpp:.4f} | | | {target:.2f} | | | {avif:.3f} | {target / avif:.1f}x | |")
     return 0
 
 

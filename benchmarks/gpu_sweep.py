@@ -39,7 +39,16 @@ WIDE4 = {
     "decoder_widths": [16, 32, 96],
     "decoder_res_blocks": [0, 1, 3],
 }
+#: The third sweep's common start: the shipped model (itself ``ft_colour300``), a lower peak rate.
+FT2 = {"colour_weight": 300.0, "mse_weight": 100.0, "lr": 1.5e-4, "lr_min": 1.5e-5, "warmup_steps": 100}
 VARIANTS: dict[str, dict] = {
+    # Third sweep: continue the shipped model, alone and with one change each.
+    "ft2": {"init_from": "hvq/pretrained/reduced.pt", "train": FT2},
+    "ft2_lpips2": {"init_from": "hvq/pretrained/reduced.pt", "train": {**FT2, "lpips_weight": 2.0}},
+    "ft2_gan": {"init_from": "hvq/pretrained/reduced.pt",
+                "train": {**FT2, "disc_start": 300, "disc_weight": 0.1}},  # fmt: skip
+    "ft2_fine": {"init_from": "hvq/pretrained/reduced.pt",
+                 "train": {**FT2, "coarse_ratio": [0.0, 0.6], "medium_ratio": [0.0, 0.6]}},  # fmt: skip
     # Second sweep: fine-tune the shipped model with colour inside the lambda-weighted distortion.
     "ft_colour300": {
         "init_from": "hvq/pretrained/reduced.pt",

@@ -62,7 +62,7 @@ class BDResult:
 # ------------------------------------------------------------------------------------ interpolation
 
 
-def _pchip_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def pchip_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Fritsch-Carlson derivatives at the knots (scipy's ``PchipInterpolator`` rule): ``(n,)``."""
     h = np.diff(x)
     m = np.diff(y) / h
@@ -92,7 +92,7 @@ def _pchip_end_slope(h0: float, h1: float, m0: float, m1: float) -> float:
 
 def _pchip_integral_numpy(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
     """Exact integral over ``[lo, hi]`` (inside ``[x0, xn]``) of the PCHIP interpolant of sorted points."""
-    d = _pchip_slopes(x, y)
+    d = pchip_slopes(x, y)
     total = 0.0
     for k in range(len(x) - 1):
         a, b = max(lo, x[k]), min(hi, x[k + 1])

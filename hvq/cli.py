@@ -1,6 +1,7 @@
 """The ``hvq`` command line: the one place that parses arguments and prints.
 
     hvq demo                                  compress + decompress a Kodak image, print bpp and checks
+    hvq demo --web [--port N] [--no-browser]  the rate-control demo as a web page (Voila; hvq[web])
     hvq compress in.png out.hvq [--lam L] [--coarse R] [--medium R] [--model NAME|PATH] [--force]
     hvq decompress in.hvq out.png [--force]
     hvq info in.hvq
@@ -16,6 +17,7 @@ so an output being written leaves no temporary file behind.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -67,9 +69,13 @@ def cmd_compress(args) -> int:
         raise FileExistsError(f"{out} exists (use --force to overwrite)")
     roi = _parse_roi(args.roi, x.shape[1], x.shape[2]) if args.roi else None
     t0 = time.perf_counter()
-    data = model.compress(
-        x, lam=args.lam, coarse_ratio=args.coarse, medium_ratio=args.medium, roi=roi, target_bpp=args.bpp
-    )
+    if args.bpp is not None:
+        from hvq.ratecontrol import compress_to_bpp
+
+        lam = args.lam if args.lam is not None else math.sqrt(model.cfg.lambda_min * model.cfg.lambda_max)
+        data = compress_to_bpp(model, x, args.bpp, lams=[lam], roi=roi).data
+    else:
+        data = model.compress(x, lam=args.lam, coarse_ratio=args.coarse, medium_ratio=args.medium, roi=roi)
     dt = time.perf_counter() - t0
     _write_bytes(out, data, args.force)
     h, w = x.shape[1:]
@@ -116,7 +122,7 @@ def cmd_info(args) -> int:
     c = Container.from_bytes(data)
     print(f"{args.input}: {len(data)} bytes, image {c.width}x{c.height}, model tag {c.model_tag.hex()}")
     if len(c.knobs) >= 3:
-        print(f"  lambda {c.knobs[0]:.4g}, coarse ratio {c.knobs[1]:.3f}, medium ratio {c.knobs[2]:.3f}")
+        print(f"  {_lambda_text(c)}, coarse ratio {c.knobs[1]:.3f}, medium ratio {c.knobs[2]:.3f}")
     if len(c.knobs) == 6:
         offset = ", ".join(f"{v / 4:+.2f}" for v in c.knobs[3:])
         print(f"  colour offset (R, G, B) {offset} levels")
@@ -126,7 +132,25 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _lambda_text(c) -> str:
+    """The file's lambda index, and its lambda when a shipped model wrote the file (its card holds the
+    tag and the trained range, so no model is loaded)."""
+    from hvq.nets.integer import lambda_grid_t
+    from hvq.pretrained import available, model_card
+
+    index = int(c.knobs[0])
+    for name in available():
+        card = model_card(name)
+        if card.get("model_tag") == c.model_tag.hex():
+            lo, hi = card["config"]["model"]["lambda_min"], card["config"]["model"]["lambda_max"]
+            lam = math.exp(math.log(lo) + lambda_grid_t(index) * (math.log(hi) - math.log(lo)))
+            return f"lambda {lam:.4g} (index {index}, model {name})"
+    return f"lambda index {index}"
+
+
 def cmd_demo(args) -> int:
+    if args.web:
+        return serve_web_demo(args)
     import torch
 
     from hvq.data import kodak_images, load_image
@@ -156,6 +180,26 @@ def cmd_demo(args) -> int:
         if not same:
             raise RuntimeError("decoded image differs from the network's reconstruction")
     return 0
+
+
+def serve_web_demo(args) -> int:
+    """``hvq demo --web``: Voila serves the shipped demo notebook (``hvq.webdemo.NOTEBOOK``) until
+    interrupted; the model and the data folder reach its kernel through the environment."""
+    import importlib.util
+    import subprocess
+
+    from hvq.webdemo import NOTEBOOK
+
+    if importlib.util.find_spec("voila") is None:
+        raise RuntimeError('the web demo needs Voila, which is not installed: pip install "hvq[web]"')
+    model = str(Path(args.model).resolve()) if Path(args.model).suffix else args.model  # a name or a path
+    env = dict(os.environ, HVQ_DEMO_MODEL=model)
+    if args.data_dir is not None:
+        env["HVQ_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    command = [sys.executable, "-m", "voila", str(NOTEBOOK), f"--port={args.port}"]
+    if args.no_browser:
+        command.append("--no-browser")
+    return subprocess.run(command, env=env, check=False).returncode
 
 
 def cmd_train(args) -> int:
@@ -221,7 +265,12 @@ def cmd_export(args) -> int:
 def cmd_data(args) -> int:
     from hvq.data import download_dataset
 
-    dest = download_dataset(args.name, args.data_dir, allow_unverified=args.allow_unverified)
+    dest = download_dataset(
+        args.name,
+        args.data_dir,
+        allow_unverified=args.allow_unverified,
+        progressbar=sys.stderr.isatty(),  # a tqdm bar in a terminal, none in logs
+    )
     print(f"{args.name}: ready in {dest}")
     return 0
 
@@ -235,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default="reduced")
     d.add_argument("--lam", type=float, default=None)
     d.add_argument("--data-dir", default=None)
+    d.add_argument("--web", action="store_true", help="serve the rate-control demo page with Voila instead")
+    d.add_argument("--port", type=int, default=8866, help="port of the demo page (with --web)")
+    d.add_argument("--no-browser", action="store_true", help="do not open a browser (with --web)")
     d.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("compress", help="image -> .hvq")

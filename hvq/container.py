@@ -34,7 +34,7 @@ import numpy as np
 from hvq.errors import BitstreamError
 
 MAGIC = b"\x89HVQ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_KNOBS = 16
 MAX_STREAMS = 32
 #: Largest image the decoder accepts (about 64 megapixels).

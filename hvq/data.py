@@ -1,6 +1,8 @@
-"""Images and datasets: reading and writing images, random training crops, Kodak, a checked downloader.
+"""Images and datasets: reading and writing images, random training crops, the datasets and Kodak.
 
-Everything that touches image files or the network lives here; the rest of the package sees tensors.
+Everything that touches image files lives here; the rest of the package sees tensors. Fetching over
+the network (resume, sha256 checks, safe unpacking) is :mod:`hvq.download`'s job; this module says
+which datasets exist and where they go, and calls it.
 
 Images are ``float32`` tensors of shape ``(3, H, W)`` with values in ``[0, 1]``; on disk they are 8-bit.
 Datasets live in one data directory (:func:`default_data_dir`)::
@@ -8,38 +10,31 @@ Datasets live in one data directory (:func:`default_data_dir`)::
     <data_dir>/kodak/kodim01.png .. kodim24.png      test set (checked against data/kodak/SHA256SUMS)
     <data_dir>/train/...                             the shared training photos, if present
     <data_dir>/div2k-train/DIV2K_train_HR/0001.png   after ``hvq data download div2k-train``
-
-Downloads use only the standard library: they resume with an HTTP ``Range`` request, check a sha256
-before a file gets its final name, and fail fast with a message that says where to put files by hand.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
-import re
-import sys
-import tarfile
-import urllib.error
-import urllib.request
 import warnings
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from hvq.download import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    DatasetSpec,
+    ProgressBar,
+    download_into,
+    verify_checksums,
+)
 from hvq.files import atomic_write
 
 PathLike = str | os.PathLike[str]
-#: Called as ``progress(bytes_done, bytes_total_or_None)`` while a download runs.
-Progress = Callable[[int, int | None], None]
 
 #: Root of the repository (the folder that holds the ``hvq`` package and ``data/``).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -50,32 +45,14 @@ MAX_PIXELS = 1 << 26
 #: File types :class:`ImageFolderCrops` and :func:`find_images` pick up (case-insensitive).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 KODAK_NAMES = tuple(f"kodim{i:02d}.png" for i in range(1, 25))
-#: Seconds to wait for a connection, and for each read of a download (not for the whole transfer).
-DEFAULT_TIMEOUT_S = 20.0
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
-_CHUNK = 1 << 20
-_USER_AGENT = "hvq-data/0.1 (Python urllib)"
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 class ImageError(ValueError):
     """An image file cannot be used: not an image, truncated, corrupt, or larger than allowed."""
-
-
-class DownloadError(OSError):
-    """A download did not complete: host unreachable, HTTP error, cut transfer, or no known checksum."""
-
-
-class ChecksumError(ValueError):
-    """A file's sha256 differs from the recorded one."""
-
-
-class ArchiveError(ValueError):
-    """An archive holds a member that would land outside the target folder, a link, or a device."""
 
 
 # --------------------------------------------------------------------------------------------- paths
@@ -352,229 +329,9 @@ class ImageFolderCrops(Dataset):
         return to_tensor(patch)
 
 
-# ------------------------------------------------------------------------------------------ checksums
+# ------------------------------------------------------------------------------------------- datasets
 
-
-def sha256_file(path: PathLike) -> str:
-    """The sha256 of a file's bytes, as 64 lower-case hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_sha256sums(path: PathLike) -> dict[str, str]:
-    """Parse a file in ``sha256sum`` format (``<hex>  <name>`` per line) into ``{name: hex}``."""
-    sums: dict[str, str] = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.strip())
-        if match is None:
-            raise ValueError(f"{path}:{number}: not a sha256sum line: {line!r}")
-        sums[match.group(2)] = match.group(1).lower()
-    return sums
-
-
-def verify_sha256(path: PathLike, sha256: str) -> None:
-    """Raise :class:`ChecksumError` (naming the file) unless ``path`` has the given sha256."""
-    digest = sha256_file(path)
-    if digest != sha256.lower():
-        raise ChecksumError(f"{path}: sha256 is {digest}, expected {sha256.lower()}")
-
-
-# -------------------------------------------------------------------------------------------- download
-
-
-def _by_hand(url: str, dest: Path) -> str:
-    return (
-        f"If this machine is offline, download {url} elsewhere and put it at {dest} "
-        "(the data directory is $HVQ_DATA_DIR; see data/README.md)."
-    )
-
-
-def _resume_offset(response: http.client.HTTPResponse, offset: int) -> int:
-    """Where the response body starts in the file: ``offset`` for a 206 reply, 0 if Range was ignored."""
-    if response.status != 206:
-        return 0
-    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-    if match is None or int(match.group(1)) != offset:
-        raise DownloadError(
-            f"server answered Range bytes={offset}- with Content-Range "
-            f"{response.headers.get('Content-Range')!r}; delete the .part file and try again"
-        )
-    return offset
-
-
-def _total_size(response: http.client.HTTPResponse, start: int) -> int | None:
-    length = response.headers.get("Content-Length")
-    return start + int(length) if length and length.isdigit() else None
-
-
-def _fetch(url: str, part: Path, dest: Path, timeout: float, progress: Progress | None) -> None:
-    """Download ``url`` into ``part``, continuing an existing ``part`` when the server supports Range."""
-    offset = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": _USER_AGENT}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            start = _resume_offset(response, offset)
-            total = _total_size(response, start)
-            with open(part, "ab" if start else "wb") as file:
-                done = start
-                while chunk := response.read(_CHUNK):
-                    file.write(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-            if total is not None and done < total:  # closed cleanly mid-body: keep the .part to resume
-                raise DownloadError(
-                    f"download of {url} was cut after {done} of {total} bytes. "
-                    f"Run again to resume from {part}. {_by_hand(url, dest)}"
-                )
-    except DownloadError:
-        raise
-    except urllib.error.HTTPError as error:
-        if error.code == 416 and offset:
-            return  # the .part already holds the whole file; the checksum decides
-        raise DownloadError(f"{url}: HTTP {error.code} {error.reason}. {_by_hand(url, dest)}") from error
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-        reason = getattr(error, "reason", None) or error
-        resume = f" Run again to resume from {part}." if part.exists() and part.stat().st_size else ""
-        raise DownloadError(f"download of {url} failed ({reason}).{resume} {_by_hand(url, dest)}") from error
-
-
-def download_file(
-    url: str,
-    dest: PathLike,
-    sha256: str | None,
-    *,
-    timeout: float = DEFAULT_TIMEOUT_S,
-    allow_unverified: bool = False,
-    progress: Progress | None = None,
-) -> Path:
-    """Download ``url`` to ``dest``, resuming a cut download and checking its sha256.
-
-    The bytes go to ``dest + ".part"``. If that file exists from an earlier attempt, the download
-    continues with an HTTP ``Range`` request (a server that ignores Range sends the whole file, which
-    then replaces the ``.part``). The file is renamed to ``dest`` only once its sha256 matches. There
-    is one attempt per call, with ``timeout`` seconds for the connection and for each read, and no
-    retry loop: an unreachable host fails at once, and calling again resumes.
-
-    When ``sha256`` is ``None`` (no checksum is known), the download is not accepted unless
-    ``allow_unverified`` is true: the ``.part`` is kept and the error message gives its sha256. With
-    ``allow_unverified`` the sha256 is printed to stderr, so it can be recorded in a SHA256SUMS file.
-
-    An existing ``dest`` is not downloaded again; it is checked against ``sha256`` when one is given.
-
-    Raises:
-        DownloadError: the host is unreachable, an HTTP error, a cut transfer (fewer bytes than the
-            Content-Length: the ``.part`` is kept for the next call to resume, and nothing is
-            checksummed), or ``sha256`` is None without ``allow_unverified``. The message says where to
-            put the file by hand.
-        ChecksumError: the downloaded bytes have another sha256 (the ``.part`` is deleted), or an
-            existing ``dest`` does (it is left alone).
-    """
-    dest = Path(dest)
-    if dest.exists():
-        if sha256 is not None:
-            verify_sha256(dest, sha256)
-        return dest
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _fetch(url, part, dest, timeout, progress)
-    digest = sha256_file(part)
-    if sha256 is None and not allow_unverified:
-        raise DownloadError(
-            f"{url}: no sha256 is recorded for {dest.name}; the download {part} has sha256 {digest}. "
-            "Check it against a trusted source, then accept it with allow_unverified=True "
-            "(CLI: --allow-unverified)."
-        )
-    if sha256 is None:
-        print(f"{digest}  {dest.name}  (unverified; record this sha256)", file=sys.stderr)
-    elif digest != sha256.lower():
-        part.unlink()
-        raise ChecksumError(
-            f"{url}: sha256 of the download is {digest}, expected {sha256.lower()}; deleted it"
-        )
-    os.replace(part, dest)
-    return dest
-
-
-# ------------------------------------------------------------------------------------------- archives
-
-
-def _member_target(dest: Path, name: str, archive: Path) -> None:
-    """Raise :class:`ArchiveError` unless member ``name`` would be extracted inside ``dest``."""
-    target = (dest / name).resolve()
-    if target != dest and not target.is_relative_to(dest):
-        raise ArchiveError(f"{archive}: member {name!r} would be written outside {dest}")
-
-
-def extract_archive(path: PathLike, dest: PathLike) -> Path:
-    """Unpack a ``.zip`` or ``.tar`` (``.tar.gz``, ``.tgz``, ``.tar.bz2``, ``.tar.xz``) into ``dest``.
-
-    Every member is checked before anything is written: absolute names, ``..`` and (in tar files)
-    links, devices and other special members raise :class:`ArchiveError`. Returns ``dest``.
-    """
-    path, dest = Path(path), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
-    name = path.name.lower()
-    if name.endswith(".zip"):
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():
-                _member_target(root, member, path)
-            archive.extractall(root)
-    elif name.endswith(_TAR_SUFFIXES):
-        with tarfile.open(path, "r:*") as archive:
-            for member in archive.getmembers():
-                if not (member.isfile() or member.isdir()):
-                    raise ArchiveError(f"{path}: refusing link or special member {member.name!r}")
-                _member_target(root, member.name, path)
-            archive.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-    else:
-        raise ArchiveError(f"{path}: unknown archive type (expected .zip or .tar[.gz|.bz2|.xz])")
-    return dest
-
-
-# ------------------------------------------------------------------------------------------- registry
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A dataset that :func:`download_dataset` can fetch into ``<data_dir>/<name>/``.
-
-    Attributes:
-        urls: one URL per file; each file is saved under the last part of its URL's path.
-        checksums: a ``sha256sum``-format file listing each file's sha256, or ``None`` when no checksum
-            is known; then every file's sha256 is ``None`` and downloads need ``allow_unverified``.
-        extract: unpack each downloaded file as an archive into the dataset folder, then delete it.
-        source: where the data come from and on what terms.
-    """
-
-    urls: tuple[str, ...]
-    checksums: Path | None
-    extract: bool = False
-    source: str = ""
-
-    def files(self) -> list[tuple[str, str, str | None]]:
-        """``(url, file name, sha256 or None)`` for each file, in order."""
-        names = [PurePosixPath(urlsplit(url).path).name for url in self.urls]
-        if self.checksums is None:
-            return [(url, name, None) for url, name in zip(self.urls, names, strict=True)]
-        if not self.checksums.is_file():
-            raise FileNotFoundError(f"{self.checksums}: checksum file missing (it ships with the repository)")
-        sums = read_sha256sums(self.checksums)
-        unlisted = [name for name in names if name not in sums]
-        if unlisted:
-            raise ValueError(f"{self.checksums}: no sha256 for {', '.join(unlisted)}")
-        return [(url, name, sums[name]) for url, name in zip(self.urls, names, strict=True)]
-
-
+#: The datasets :func:`download_dataset` fetches into ``<data_dir>/<name>/``.
 DATASETS: dict[str, DatasetSpec] = {
     "kodak": DatasetSpec(
         urls=tuple(f"https://r0k.us/graphics/kodak/kodak/{name}" for name in KODAK_NAMES),
@@ -598,38 +355,29 @@ def download_dataset(
     allow_unverified: bool = False,
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
-    progress: Progress | None = None,
+    retries: int = DEFAULT_RETRIES,
+    progressbar: bool | ProgressBar = False,
 ) -> Path:
     """Fetch the registered dataset ``name`` (:data:`DATASETS`) into ``<data_dir>/<name>/``.
 
-    Files already present are checked, not fetched again; archives are verified, extracted, marked
-    done with a ``.<archive>.extracted`` file, and deleted. Returns the dataset folder.
+    Files already present are checked, not fetched again; archives are verified, checked, extracted,
+    marked done and deleted (:func:`hvq.download.download_into`). Returns the dataset folder.
 
     Raises:
         KeyError: ``name`` is not registered.
-        DownloadError, ChecksumError, ArchiveError: see :func:`download_file`, :func:`extract_archive`.
+        hvq.download.DownloadError, hvq.download.ChecksumError, hvq.download.ArchiveError: see
+            :func:`hvq.download.download_file` and :func:`hvq.download.extract_archive`.
     """
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
-    spec = DATASETS[name]
-    root = _data_dir(data_dir) / name
-    for url, filename, sha256 in spec.files():
-        marker = root / f".{filename}.extracted"
-        if spec.extract and marker.exists():
-            continue
-        path = download_file(
-            url,
-            root / filename,
-            sha256,
-            timeout=timeout,
-            allow_unverified=allow_unverified,
-            progress=progress,
-        )
-        if spec.extract:
-            extract_archive(path, root)
-            marker.write_text(f"{url}\n")
-            path.unlink()
-    return root
+    return download_into(
+        DATASETS[name],
+        _data_dir(data_dir) / name,
+        allow_unverified=allow_unverified,
+        timeout=timeout,
+        retries=retries,
+        progressbar=progressbar,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- kodak
@@ -640,18 +388,6 @@ def kodak_checksums() -> dict[str, str]:
     return {name: sha256 for _, name, sha256 in DATASETS["kodak"].files() if sha256 is not None}
 
 
-def verify_checksums(directory: PathLike, checksums: Mapping[str, str]) -> None:
-    """Check every ``name`` in ``checksums`` inside ``directory``; one :class:`ChecksumError` for all."""
-    bad = []
-    for name, sha256 in checksums.items():
-        try:
-            verify_sha256(Path(directory) / name, sha256)
-        except ChecksumError as error:
-            bad.append(str(error))
-    if bad:
-        raise ChecksumError("files differ from their recorded sha256:\n  " + "\n  ".join(bad))
-
-
 def kodak_dir(data_dir: PathLike | None = None, download: bool = False) -> Path:
     """The folder holding kodim01..24.png (``<data_dir>/kodak``), each checked against its sha256.
 
@@ -660,7 +396,7 @@ def kodak_dir(data_dir: PathLike | None = None, download: bool = False) -> Path:
     Raises:
         FileNotFoundError: images are missing and ``download`` is false; the message names the folder
             and the command that fetches them.
-        ChecksumError: an image differs from ``data/kodak/SHA256SUMS``.
+        hvq.download.ChecksumError: an image differs from ``data/kodak/SHA256SUMS``.
     """
     if download:
         return download_dataset("kodak", data_dir)

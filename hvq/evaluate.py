@@ -42,7 +42,6 @@ header and mask stream of the real file and the three static index streams, and 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
@@ -64,7 +63,7 @@ from hvq.bdrate import LOWER_IS_BETTER, METHODS, bd_quality, bd_rate
 from hvq.config import ModelConfig
 from hvq.container import Container
 from hvq.data import default_data_dir, find_images, kodak_images, load_image, load_image_uint8, to_tensor
-from hvq.metrics import bits_per_pixel, colour_bias, ms_ssim, psnr
+from hvq.metrics import bits_per_pixel, image_quality, shared_lpips
 from hvq.model import Features, HVQCodec
 from hvq.nets import route
 from hvq.perceptual import LPIPS
@@ -91,8 +90,6 @@ DEFAULT_RATIOS = (0.9, 0.75, 0.6, 0.45, 0.3, 0.15, 0.0)
 MIDDLE_RATIO = 0.45
 #: Laplace smoothing of the fitted static tables (as ``hvq.probability.StaticHistogram``).
 STATIC_ALPHA = 0.5
-#: MS-SSIM (5 scales, 11x11 window) needs a short side above this many pixels.
-MS_SSIM_MIN_SIDE = 160
 
 Log = Callable[[str], None]
 
@@ -185,7 +182,7 @@ def _center_crop(x: Tensor, size: int) -> Tensor:
 def _coded_index_counts(feats: Features, point: RatePoint, k: int) -> np.ndarray:
     """Counts ``(K,)`` of the indices the file would code at ``point`` (masked, all granularities)."""
     rc, rm = float(np.float32(point.coarse_ratio)), float(np.float32(point.medium_ratio))
-    coarse, medium, fine = route(feats.x_padded, rc, rm, None)
+    coarse, medium, fine = route(feats.x_padded, rc, rm, None, feats.entropies)
     counts = np.zeros(k, dtype=np.int64)
     for idx, mask in zip(feats.indices, (fine, medium, coarse), strict=True):
         counts += np.bincount(idx[mask[:, 0] > 0].cpu().numpy(), minlength=k)
@@ -222,22 +219,9 @@ def fit_static_table(
 # ------------------------------------------------------------------------------------------- rows
 
 
-@functools.lru_cache(maxsize=2)
-def shared_lpips(device: str = "cpu") -> LPIPS:
-    """One frozen LPIPS network per device, loaded on first use (loading takes seconds)."""
-    return LPIPS().to(device)
-
-
 def _quality(image: _Image, decoded: Tensor, lpips: LPIPS) -> dict[str, float]:
-    """PSNR (dB), MS-SSIM, LPIPS and colour bias (levels, :func:`hvq.metrics.colour_bias`) of a
-    decoded ``(3, H, W)`` image in [0, 1] (8-bit values)."""
-    x, y = image.tensor, decoded
-    small = min(x.shape[1:]) <= MS_SSIM_MIN_SIDE
-    dev = next(lpips.parameters()).device
-    with torch.no_grad():
-        lp = float(lpips(x[None].to(dev), y[None].to(dev))[0])
-    quality = {"psnr": psnr(x, y), "ms_ssim": math.nan if small else ms_ssim(x, y), "lpips": lp}
-    return quality | {"colour_bias": colour_bias(x, y)}
+    """:func:`hvq.metrics.image_quality` of a decoded ``(3, H, W)`` image (8-bit values)."""
+    return image_quality(image.tensor, decoded, lpips)
 
 
 def _ablation(prefix: str, static_index_bits: int, real: dict[str, int], pixels: int) -> dict[str, float]:

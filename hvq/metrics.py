@@ -1,11 +1,18 @@
-"""Image quality and rate metrics on ``(3, H, W)`` or ``(B, 3, H, W)`` tensors in [0, 1]."""
+"""Image quality and rate metrics on ``(3, H, W)`` or ``(B, 3, H, W)`` tensors in [0, 1]: the one
+place that evaluation, figures, notebooks and the demo page measure with (:func:`image_quality`)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor
+
+from hvq.perceptual import LPIPS
+
+#: MS-SSIM's five scales need a short side above this (pytorch-msssim); smaller images get NaN.
+MS_SSIM_MIN_SIDE = 160
 
 
 def bits_per_pixel(num_bytes: int, height: int, width: int) -> float:
@@ -30,6 +37,32 @@ def ms_ssim(x: Tensor, y: Tensor) -> float:
     from pytorch_msssim import ms_ssim as _ms_ssim
 
     return float(_ms_ssim(_batch(x).float(), _batch(y).float(), data_range=1.0, size_average=True))
+
+
+@functools.lru_cache(maxsize=2)
+def shared_lpips(device: str = "cpu") -> LPIPS:
+    """One frozen LPIPS network per device, loaded on first use (loading takes seconds)."""
+    return LPIPS().to(device)
+
+
+def lpips_distance(x: Tensor, y: Tensor, lpips: LPIPS | None = None) -> float:
+    """LPIPS-alex of two ``(3, H, W)`` images in [0, 1] (lower is better), on ``lpips``'s device."""
+    lpips = lpips or shared_lpips()
+    dev = next(lpips.parameters()).device
+    with torch.no_grad():
+        return float(lpips(_batch(x).to(dev), _batch(y).to(dev))[0])
+
+
+def image_quality(x: Tensor, y: Tensor, lpips: LPIPS | None = None) -> dict[str, float]:
+    """PSNR (dB), MS-SSIM (NaN below ``MS_SSIM_MIN_SIDE``), LPIPS and colour bias (levels) of a decoded
+    ``(3, H, W)`` image ``y`` against ``x``."""
+    small = min(x.shape[-2:]) <= MS_SSIM_MIN_SIDE
+    return {
+        "psnr": psnr(x, y),
+        "ms_ssim": math.nan if small else ms_ssim(x, y),
+        "lpips": lpips_distance(x, y, lpips),
+        "colour_bias": colour_bias(x, y),
+    }
 
 
 def colour_bias(x: Tensor, y: Tensor) -> float:

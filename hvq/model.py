@@ -15,11 +15,16 @@ Data flow (one granularity g of three; ``m_g`` the router's mask)::
     (e_{k_g} m_g, m_g, confidence_g) for g in 3 ──g_s(lambda)──► x_hat
 
 * ``forward`` (training): noisy z, straight-through VQ, differentiable rate in bits per pixel.
-* ``compress`` / ``decompress`` (real bits): rounded z, integer tables (``hvq.tables``), constriction
-  range coding (``hvq.coder``), the ``.hvq`` container (``hvq.container``). ``compress`` decodes z
-  itself and computes the entropy parameters in float64 on the CPU, exactly as the decoder will.
+* ``analyze`` / ``synthesize``: image -> :class:`hvq.symbols.Symbols` (rounded z, integer tables from
+  :mod:`hvq.entropy`, exactly as the decoder will compute them) -> image.
+* ``compress`` / ``decompress`` (real bits): ``analyze`` then :mod:`hvq.bitstream` (constriction range
+  coding in the ``.hvq`` container), and back. Rate control (:mod:`hvq.ratecontrol`) sits on top.
 * ``update()`` fills the integer tables of z and of the static histogram (CompressAI style); it is
   called when a checkpoint is saved, and ``compress`` refuses to run without it.
+
+One image through the files, in order: ``model.py`` (``encode_features``, ``analyze``) ->
+``nets/router.py`` (masks) -> ``entropy.py`` (z, tables) -> ``bitstream.py`` -> ``coder.py`` ->
+``container.py``; and back: ``bitstream.decode`` -> ``entropy.py`` -> ``model.synthesize``.
 
 The rate knob: lambda (the weight of distortion against rate) is an *input* of the encoder, the
 hyper-synthesis and the decoder (FiLM), sampled per batch in training, so one model covers a
@@ -31,89 +36,43 @@ values ``(lambda, coarse_ratio, medium_ratio)`` and a per-channel colour offset 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hvq import coder, tables
+from hvq import bitstream, tables
+from hvq.bitstream import CONTAINER_OVERHEAD_BYTES
 from hvq.config import ModelConfig
-from hvq.container import Container, symbols_crc32
-from hvq.errors import BitstreamError
-from hvq.nets import Decoder, Encoder, Hyperprior, VectorQuantizer, route
+from hvq.entropy import ExactParameters, hyper_parameters, mask_bits, side_latent
+from hvq.nets import Decoder, Encoder, Hyperprior, VectorQuantizer, integer, route
 from hvq.nets.blocks import RateEmbedding
+from hvq.nets.router import cell_entropies
 from hvq.probability import SCALE_MAX, SCALE_MIN, StaticHistogram, embedding_bits, index_bits
+from hvq.symbols import (
+    COLOUR_MAX,
+    COLOUR_STEP,
+    COLOUR_STEPS,
+    GRANULARITIES,
+    MAX_CODEC_PIXELS,
+    STREAM_NAMES,
+    STRIDES,
+    Features,
+    Symbols,
+    coded_positions,
+    pad,
+)
 
-GRANULARITIES = ("fine", "medium", "coarse")
-#: The seven streams of a file, in order.
-STREAM_NAMES = ("mask", "z fine", "z medium", "z coarse", "index fine", "index medium", "index coarse")
-STRIDES = (4, 8, 16)
-#: Images are padded (edge replication) to a multiple of this before coding, then cropped back.
-PAD_MULTIPLE = 16
-#: Largest image the codec accepts (pixels), checked before any network runs.
-MAX_CODEC_PIXELS = 1 << 24
-#: Container bytes besides the payloads: header, 6 knobs (lambda, 2 ratios, 3 colour offsets),
-#: 7 stream lengths, mask split, 2 CRCs, and about one 32-bit flush word per range-coded stream.
-CONTAINER_OVERHEAD_BYTES = 18 + 24 + 1 + 28 + 4 + 8 + 8 * 4
-#: Probability floor of the two mask symbols (keeps a ratio of 0 or 1 codable).
-MASK_P_FLOOR = 1.0 / 256
-#: The colour offset is sent in steps of 1/COLOUR_STEPS of one 8-bit level (at most the full range).
-COLOUR_STEPS = 4
-COLOUR_MAX = 255 * COLOUR_STEPS
-_COLOUR_STEP = 1.0 / (255 * COLOUR_STEPS)  # one step of the offset, in [0, 1] pixel units
+#: Buffers of the integer hyper-synthesis (filled by ``update()``; computed on load for older weights).
+FILM_KEYS = ("film_gamma_q", "film_beta_q")
 
-
-@dataclass
-class Features:
-    """Ratio-independent analysis of one image (see :meth:`HVQCodec.encode_features`)."""
-
-    height: int
-    width: int
-    lam: float
-    t: Tensor
-    x_padded: Tensor  # (1, 3, Hp, Wp)
-    roi_padded: Tensor | None  # (1, 1, Hp, Wp)
-    ys: list[Tensor]  # features per granularity (1, D, h_g, w_g)
-    indices: list[Tensor]  # nearest codes per granularity (1, h_g, w_g)
-
-
-@dataclass
-class Symbols:
-    """Everything the bitstream carries, decoded: knobs, masks, z and indices (batch of one).
-
-    ``masks[g]``: ``(1, 1, h_g, w_g)`` 0/1; ``z_hat[g]``: ``(1, Cz, ., .)`` integers;
-    ``indices[g]``: ``(1, h_g, w_g)`` int64 (meaningful where the mask is 1);
-    ``freqs[g]``: ``(n_g, K)`` integer tables of the coded positions.
-    """
-
-    height: int
-    width: int
-    lam: float
-    coarse_ratio: float
-    medium_ratio: float
-    masks: list[Tensor]
-    z_hat: list[Tensor]
-    indices: list[Tensor]
-    freqs: list[np.ndarray]
-    log_scale: list[Tensor]
-    colour_offset: tuple[int, int, int] = (0, 0, 0)  # per channel, in 1/COLOUR_STEPS of a level
-
-
-def _mask_table(p: float) -> np.ndarray:
-    p = min(max(float(p), MASK_P_FLOOR), 1.0 - MASK_P_FLOOR)
-    w = np.array([[round((1.0 - p) * 2**16), round(p * 2**16)]], dtype=np.int64)
-    return tables.freqs_from_weights(w)[0]
-
-
-def _binary_entropy_bits(p: Tensor, n: Tensor, k: Tensor) -> Tensor:
-    p = p.clamp(MASK_P_FLOOR, 1 - MASK_P_FLOOR)
-    return -(k * torch.log2(p) + (n - k) * torch.log2(1 - p))
-
+__all__ = [  # the codec, and the names its users read from here
+    "COLOUR_MAX", "COLOUR_STEPS", "CONTAINER_OVERHEAD_BYTES", "GRANULARITIES", "MAX_CODEC_PIXELS",
+    "STREAM_NAMES", "STRIDES", "Features", "HVQCodec", "Symbols",
+]  # fmt: skip
 
 class HVQCodec(nn.Module):
     """The codec. ``HVQCodec(ModelConfig())``; see the module docstring for the data flow.
@@ -153,7 +112,12 @@ class HVQCodec(nn.Module):
         n_sym = 2 * cfg.z_support + 1
         self.register_buffer("z_freqs", torch.zeros(n_hp, cfg.z_channels, n_sym, dtype=torch.int64))
         self.register_buffer("static_freqs", torch.zeros(cfg.codebook_size, dtype=torch.int64))
-        self._exact_cache: tuple | None = None
+        # FiLM of the integer hyper-synthesis per lambda index (hvq.nets.integer.film_tables): stored,
+        # because the rate embedding's sin, cos and SiLU are not bit-exact across machines.
+        film_shape = (n_hp, integer.LAMBDA_STEPS, cfg.hyper_channels)
+        self.register_buffer("film_gamma_q", torch.zeros(film_shape, dtype=torch.int64))
+        self.register_buffer("film_beta_q", torch.zeros(film_shape, dtype=torch.int64))
+        self._exact_cache: ExactParameters | None = None
         self._tag_cache: bytes | None = None
 
     # ------------------------------------------------------------------ knobs
@@ -166,6 +130,15 @@ class HVQCodec(nn.Module):
         if hi == lo:
             return torch.zeros_like(lam)
         return ((lam.log() - math.log(lo)) / (math.log(hi) - math.log(lo))).clamp(0, 1)
+
+    def lambda_index(self, lam: float) -> int:
+        """The file's lambda: the index of the nearest of ``LAMBDA_STEPS`` grid values of ``t``."""
+        return integer.lambda_index(float(self.lambda_to_t(lam)))
+
+    def grid_lambda(self, index: int) -> float:
+        """Lambda of a grid index (what the codec uses for a requested lambda, and the decoder reads)."""
+        lo, hi = self.cfg.lambda_min, self.cfg.lambda_max
+        return math.exp(math.log(lo) + integer.lambda_grid_t(index) * (math.log(hi) - math.log(lo)))
 
     def _conds(self, t: Tensor, dtype=torch.float32, device=None):
         if not self.cfg.cond_dim:
@@ -212,16 +185,14 @@ class HVQCodec(nn.Module):
                 m = masks[g]
                 y = ys[g].float()
                 y_hat, idx, (l_cb, l_commit) = self.quantizer(y, m)
-                hp = self.hyperprior(g)
-                z = hp.h_a(y, m)
-                z_tilde, z_lik = hp.prior(z)
-                mu, scale = hp.h_s(z_tilde, m, cond_h)
+                hyper = hyper_parameters(self.hyperprior(g), y, m, cond_h)
+                mu, scale = hyper.mu, hyper.scale
                 # y_hat's value is the code vector; its gradient reaches the encoder (and, with
                 # rate_grad_to_codebook, the code itself).
                 y_rate = self._rate_features(y, y_hat, idx)
                 bits = embedding_bits(mu, scale, codebook, y_rate) * m[:, 0]
                 index_bits = index_bits + bits.flatten(1).sum(1)
-                z_bits = z_bits + (-torch.log2(z_lik)).flatten(1).sum(1)
+                z_bits = z_bits + hyper.z_bits
                 frac = m.sum() / m.numel()
                 cb_loss = cb_loss + frac * l_cb
                 commit = commit + frac * l_commit
@@ -231,14 +202,14 @@ class HVQCodec(nn.Module):
                 log_s = torch.log2(scale.detach().clamp(SCALE_MIN, SCALE_MAX)).mean(1)
                 confidence.append(self._confidence(bits.detach(), log_s, m))
         x_hat = self.decoder(y_hats, masks, confidence, cond_d)
-        mask_bits = self._mask_bits(coarse, medium, coarse_ratio, medium_ratio)
+        m_bits = mask_bits(coarse, medium, coarse_ratio, medium_ratio)
         pixels = h * w
         return {
             "x_hat": x_hat,
-            "bpp": (index_bits + z_bits + mask_bits) / pixels,
+            "bpp": (index_bits + z_bits + m_bits) / pixels,
             "bpp_index": index_bits / pixels,
             "bpp_z": z_bits / pixels,
-            "bpp_mask": mask_bits / pixels,
+            "bpp_mask": m_bits / pixels,
             "codebook_loss": cb_loss,
             "commit_loss": commit,
             "indices": indices,
@@ -264,18 +235,6 @@ class HVQCodec(nn.Module):
         norm_bits = bits / math.log2(self.cfg.codebook_size)
         return torch.stack([norm_bits, mean_log2_scale / 8.0], dim=1) * mask
 
-    @staticmethod
-    def _mask_bits(coarse: Tensor, medium: Tensor, rc, rm) -> Tensor:
-        b = coarse.shape[0]
-        rc = torch.as_tensor(rc, dtype=torch.float32, device=coarse.device).expand(b)
-        rm = torch.as_tensor(rm, dtype=torch.float32, device=coarse.device).expand(b)
-        n16 = torch.full((b,), float(coarse[0].numel()), device=coarse.device)
-        k16 = coarse.flatten(1).sum(1)
-        avail = (F.interpolate(coarse, scale_factor=2.0, mode="nearest") == 0).float()
-        n8 = avail.flatten(1).sum(1)
-        k8 = medium.flatten(1).sum(1)
-        return _binary_entropy_bits(rc, n16, k16) + _binary_entropy_bits(rm, n8, k8)
-
     # ------------------------------------------------------------ real coding
     @torch.no_grad()
     def update(self) -> None:
@@ -290,19 +249,36 @@ class HVQCodec(nn.Module):
             self.z_freqs[i] = torch.from_numpy(tables.freqs_from_weights(tables.weights_from_probs(pmf)))
         counts = self.static.counts.cpu().numpy()
         self.static_freqs.copy_(torch.from_numpy(tables.static_table(counts, self.static.alpha)))
+        self._fill_film_tables()
+
+    def _fill_film_tables(self) -> None:
+        embed = self.embed_hyper if self.cfg.cond_dim else None
+        for i, hp in enumerate(self.hyperpriors):
+            gamma_q, beta_q = integer.film_tables(hp.h_s, embed)
+            self.film_gamma_q[i], self.film_beta_q[i] = gamma_q, beta_q
         self._exact_cache = None
         self._tag_cache = None
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """As ``nn.Module.load_state_dict``, and forgets the model tag and the float64 copies of the
-        hyper-synthesis, so that new weights never code with old tables."""
+        """As ``nn.Module.load_state_dict``, and forgets the model tag and the integer copy of the
+        hyper-synthesis, so that new weights never code with old tables.
+
+        Weights saved before the integer hyper-synthesis (no ``film_gamma_q``/``film_beta_q``) load
+        too: their FiLM tables are computed here (see :func:`hvq.nets.integer.film_tables`).
+        """
+        missing = [k for k in FILM_KEYS if k not in state_dict]
+        if missing:
+            state_dict = {**state_dict, **{k: getattr(self, k) for k in missing}}
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if missing:
+            with torch.no_grad():
+                self._fill_film_tables()
         self._exact_cache = None
         self._tag_cache = None
         return result
 
     def _require_tables(self) -> None:
-        if int(self.z_freqs[0, 0].sum()) != tables.TOTAL:
+        if int(self.z_freqs[0, 0].sum()) != tables.TOTAL or not bool(self.film_gamma_q.any()):
             raise RuntimeError("entropy tables are empty: run model.update() first")
 
     def model_tag(self) -> bytes:
@@ -317,35 +293,20 @@ class HVQCodec(nn.Module):
             self._tag_cache = h.digest()[:8]
         return self._tag_cache
 
-    def _exact(self):
-        """float64 CPU copies of what determines the index tables (h_s, rate embedding, codebook)."""
+    def index_tables(self, g: int, z_hat: Tensor, mask: Tensor, lambda_index: int):
+        """Integer index tables of granularity ``g`` from its decoded ``z_hat`` (see
+        :meth:`hvq.entropy.ExactParameters.index_tables`); what encoder and decoder both run."""
         if self._exact_cache is None:
-            h_s = [copy.deepcopy(hp.h_s).double().cpu().eval() for hp in self.hyperpriors]
-            emb = copy.deepcopy(self.embed_hyper).double().cpu().eval() if self.cfg.cond_dim else None
-            cb_q = tables.quantize_mu(self.quantizer.codebook.detach().cpu().double().numpy())
-            self._exact_cache = (h_s, emb, cb_q)
-        return self._exact_cache
+            self._exact_cache = ExactParameters(
+                self.hyperpriors, self.film_gamma_q, self.film_beta_q, self.quantizer.codebook,
+                self.cfg.z_support,
+            )  # fmt: skip
+        return self._exact_cache.index_tables(g, z_hat, mask, lambda_index)
 
-    @torch.no_grad()
-    def _index_tables(self, g: int, z_hat: Tensor, mask: Tensor, t: Tensor):
-        """Integer index tables of the masked positions of granularity g, computed in float64 on CPU.
-
-        Returns ``(freqs (n, K), log2 scale map (1, h, w) float32, positions (n,) flat)``.
-        """
-        h_s, emb, cb_q = self._exact()
-        cond = emb(t.double().cpu().view(1)) if emb is not None else None
-        mask64 = mask.double().cpu()
-        mu, scale = h_s[0 if self.cfg.shared_hyperprior else g](z_hat.double().cpu(), mask64, cond)
-        d = mu.shape[1]
-        pos = torch.nonzero(mask64[0, 0].flatten()).flatten().numpy()
-        mu_flat = mu[0].reshape(d, -1).T.numpy()[pos]
-        sc_flat = scale[0].reshape(scale.shape[1], -1).T.numpy()[pos]
-        sc_idx = tables.quantize_log_scale(sc_flat)
-        freqs = tables.gaussian_index_freqs(tables.quantize_mu(mu_flat), sc_idx, cb_q)
-        # The decoder's confidence input uses the grid-snapped scale, so pixels depend on symbols only.
-        grid = tables.quantize_log_scale(scale[0].numpy()).astype(np.float64)
-        log_s = torch.from_numpy(tables.LOG2_SCALE_MIN + grid / tables.LOG2_SCALE_STEPS).mean(0)[None].float()
-        return freqs, log_s, pos
+    def z_tables(self, g: int, shape: tuple[int, ...]) -> np.ndarray:
+        """Per-element z tables ``(C*h*w, 2S+1)`` for z of shape ``(C, h, w)``."""
+        zf = self.z_freqs[0 if self.cfg.shared_hyperprior else g].cpu().numpy()
+        return zf[np.repeat(np.arange(shape[0]), int(np.prod(shape[1:])))]
 
     @torch.no_grad()
     def encode_features(self, x: Tensor, lam: float, roi: Tensor | None = None) -> Features:
@@ -362,21 +323,22 @@ class HVQCodec(nn.Module):
                 f"image of {width}x{height} pixels exceeds the codec limit of {MAX_CODEC_PIXELS} pixels "
                 "(about 16 megapixels); downscale or tile it"
             )
-        lam = float(np.float32(lam))
+        index = self.lambda_index(lam)
+        lam = self.grid_lambda(index)  # the file carries the index: the codec works at its lambda
         dev = self.quantizer.codebook.device
-        xp = _pad(x.float().clamp(0, 1).unsqueeze(0).to(dev))
+        xp = pad(x.float().clamp(0, 1).unsqueeze(0).to(dev))
         roi_p = None
         if roi is not None:
             roi = torch.as_tensor(roi, dtype=torch.float32)
             if roi.shape[-2:] != (height, width):
                 raise ValueError(f"roi mask must be {height}x{width}, got {tuple(roi.shape[-2:])}")
-            pad = (0, xp.shape[3] - width, 0, xp.shape[2] - height)
-            roi_p = F.pad(roi.reshape(1, 1, height, width), pad).to(dev)
-        t = self.lambda_to_t(lam)
+            margins = (0, xp.shape[3] - width, 0, xp.shape[2] - height)
+            roi_p = F.pad(roi.reshape(1, 1, height, width), margins).to(dev)
+        t = torch.tensor(integer.lambda_grid_t(index), dtype=torch.float64)
         cond_e, _, _ = self._conds(t.view(1), device=dev)
         ys = [y.float() for y in self.encoder(xp, cond_e)]
         idxs = [self.quantizer.nearest(y) for y in ys]
-        return Features(height, width, lam, t, xp, roi_p, ys, idxs)
+        return Features(height, width, lam, t, xp, roi_p, ys, idxs, cell_entropies(xp))
 
     @torch.no_grad()
     def analyze(
@@ -399,14 +361,12 @@ class HVQCodec(nn.Module):
         self._require_tables()
         feats = x if isinstance(x, Features) else self.encode_features(x, lam, roi)
         rc, rm = float(np.float32(coarse_ratio)), float(np.float32(medium_ratio))
-        coarse, medium, fine = route(feats.x_padded, rc, rm, feats.roi_padded)
+        coarse, medium, fine = route(feats.x_padded, rc, rm, feats.roi_padded, feats.entropies)
         masks = [fine, medium, coarse]
-        s = self.cfg.z_support
         z_hats, freqs, log_scales = [], [], []
         for g in range(3):
-            z = self.hyperprior(g).h_a(feats.ys[g], masks[g])
-            z_hat = torch.round(z).clamp(-s, s).cpu()
-            f, log_s, _ = self._index_tables(g, z_hat, masks[g], feats.t)
+            z_hat = side_latent(self.hyperprior(g), feats.ys[g], masks[g], self.cfg.z_support).cpu()
+            f, log_s, _ = self.index_tables(g, z_hat, masks[g], self.lambda_index(feats.lam))
             z_hats.append(z_hat)
             freqs.append(f)
             log_scales.append(log_s)
@@ -433,8 +393,8 @@ class HVQCodec(nn.Module):
         target = original.double().mean((1, 2))
         offset = torch.zeros(3, dtype=torch.float64)
         for _ in range(rounds):
-            shifted = (decoded.double() + (offset * _COLOUR_STEP).view(3, 1, 1)).clamp(0, 1)
-            offset = offset + torch.round((target - shifted.mean((1, 2))) / _COLOUR_STEP)
+            shifted = (decoded.double() + (offset * COLOUR_STEP).view(3, 1, 1)).clamp(0, 1)
+            offset = offset + torch.round((target - shifted.mean((1, 2))) / COLOUR_STEP)
             offset = offset.clamp(-COLOUR_MAX, COLOUR_MAX)
         return tuple(int(v) for v in offset)
 
@@ -443,18 +403,15 @@ class HVQCodec(nn.Module):
         """Estimated file size in bits for these ratios (float model, no tables, no coder): index,
         z and mask information plus the container overhead. Used by rate control to search fast."""
         rc, rm = float(np.float32(coarse_ratio)), float(np.float32(medium_ratio))
-        coarse, medium, fine = route(feats.x_padded, rc, rm, feats.roi_padded)
+        coarse, medium, fine = route(feats.x_padded, rc, rm, feats.roi_padded, feats.entropies)
         masks = [fine, medium, coarse]
-        s = self.cfg.z_support
         cond_h = self._conds(feats.t.view(1), device=feats.x_padded.device)[2]
-        total = float(self._mask_bits(coarse, medium, rc, rm).sum())
+        total = float(mask_bits(coarse, medium, rc, rm).sum())
         for g in range(3):
-            hp = self.hyperprior(g)
-            z_hat = torch.round(hp.h_a(feats.ys[g], masks[g])).clamp(-s, s)
-            total += float(-torch.log2(hp.prior.likelihood(z_hat)).sum())
-            mu, scale = hp.h_s(z_hat, masks[g], cond_h)
+            hyper = hyper_parameters(self.hyperprior(g), feats.ys[g], masks[g], cond_h, self.cfg.z_support)
+            total += float(hyper.z_bits.sum())
             sel = masks[g][0, 0].flatten() > 0  # only the coded positions, as a (1, D, N, 1) map
-            mu_n, scale_n = (v[0].flatten(1)[:, sel][None, :, :, None] for v in (mu, scale))
+            mu_n, scale_n = (v[0].flatten(1)[:, sel][None, :, :, None] for v in (hyper.mu, hyper.scale))
             idx_n = feats.indices[g][0].flatten()[sel][None, :, None]
             total += float(index_bits(mu_n, scale_n, self.quantizer.codebook, idx_n).sum())
         return total + 8 * CONTAINER_OVERHEAD_BYTES
@@ -463,14 +420,14 @@ class HVQCodec(nn.Module):
     def synthesize(self, sym: Symbols) -> Tensor:
         """Image from decoded symbols: ``(3, H, W)`` in [0, 1] with the file's colour offset applied.
         Used by decompress *and* reconstruct."""
-        offset = torch.tensor(sym.colour_offset, dtype=torch.float32).view(3, 1, 1) * _COLOUR_STEP
+        offset = torch.tensor(sym.colour_offset, dtype=torch.float32).view(3, 1, 1) * COLOUR_STEP
         return (self._decode(sym) + offset).clamp(0, 1)
 
     @torch.no_grad()
     def _decode(self, sym: Symbols) -> Tensor:
         """The decoder network's output for the symbols, cropped, before the offset and clipping."""
         dev = self.quantizer.codebook.device
-        t = self.lambda_to_t(sym.lam)
+        t = torch.tensor(integer.lambda_grid_t(self.lambda_index(sym.lam)), dtype=torch.float64)
         _, cond_d, _ = self._conds(t.view(1), device=dev)
         embeds, masks, confidence = [], [], []
         for g in range(3):
@@ -478,7 +435,7 @@ class HVQCodec(nn.Module):
             idx = sym.indices[g].to(dev) * m[:, 0].long()
             embeds.append(self.quantizer.embed(idx) * m)
             masks.append(m)
-            pos = torch.nonzero(m[0, 0].flatten().cpu()).flatten()
+            pos = torch.from_numpy(coded_positions(m))
             bits = torch.zeros(m[0, 0].numel(), dtype=torch.float64)
             if len(pos):
                 chosen = sym.indices[g][0].flatten()[pos].numpy()
@@ -504,74 +461,29 @@ class HVQCodec(nn.Module):
         coarse_ratio: float = 0.5,
         medium_ratio: float = 0.5,
         roi: Tensor | None = None,
-        target_bpp: float | None = None,
     ) -> bytes:
-        """Encode ``x (3, H, W)`` in [0, 1] (any size) to ``.hvq`` bytes.
+        """Encode ``x (3, H, W)`` in [0, 1] (any size) to ``.hvq`` bytes at these knobs.
 
         ``lam`` defaults to the geometric middle of the trained range; ``roi`` is an optional
-        ``(H, W)`` 0/1 mask of pixels that must be coded at the fine granularity. With
-        ``target_bpp`` the ratios are searched on the real file size (:mod:`hvq.ratecontrol`) and
-        ``coarse_ratio``/``medium_ratio`` are ignored; a target the model cannot reach raises
-        ``hvq.ratecontrol.RateTargetError`` naming the reachable range.
+        ``(H, W)`` 0/1 mask of pixels that must be coded at the fine granularity. To ask for a file
+        size instead, use :func:`hvq.ratecontrol.compress_to_bpp`.
         """
         if lam is None:
             lam = math.sqrt(self.cfg.lambda_min * self.cfg.lambda_max)
-        if target_bpp is not None:
-            from hvq.ratecontrol import compress_to_bpp
-
-            return compress_to_bpp(self, x, target_bpp, lams=[lam], roi=roi).data
         return self.encode(self.analyze(x, lam, coarse_ratio, medium_ratio, roi))
 
-    def _mask_symbols(self, masks: list[Tensor]) -> tuple[np.ndarray, np.ndarray]:
-        coarse = masks[2][0, 0].flatten().numpy().astype(np.int64)
-        avail = (F.interpolate(masks[2], scale_factor=2.0, mode="nearest") == 0)[0, 0].flatten().numpy()
-        medium = masks[1][0, 0].flatten().numpy().astype(np.int64)[avail]
-        return coarse, medium
-
     def encode(self, sym: Symbols) -> bytes:
-        coarse_sym, medium_sym = self._mask_symbols(sym.masks)
-        coarse_bytes = coder.encode_symbols(coarse_sym, _mask_table(sym.coarse_ratio))
-        medium_bytes = coder.encode_symbols(medium_sym, _mask_table(sym.medium_ratio))
-        # The two mask sub-streams share one slot: a 4-byte length of the first, then both.
-        streams = [len(coarse_bytes).to_bytes(4, "little") + coarse_bytes + medium_bytes]
-        z_syms, idx_syms = [], []
-        s = self.cfg.z_support
-        for g in range(3):
-            zs = (sym.z_hat[g][0].long() + s).numpy()
-            zf = self._z_table(g, zs.shape)
-            z_syms.append(zs.flatten())
-            streams.append(coder.encode_symbols(zs.flatten(), zf))
-        for g in range(3):
-            pos = torch.nonzero(sym.masks[g][0, 0].flatten()).flatten().numpy()
-            ks = sym.indices[g][0].flatten().numpy()[pos]
-            idx_syms.append(ks)
-            streams.append(coder.encode_symbols(ks, sym.freqs[g]))
-        crc = symbols_crc32(coarse_sym, medium_sym, *z_syms, *idx_syms)
-        knobs = (sym.lam, sym.coarse_ratio, sym.medium_ratio, *map(float, sym.colour_offset))
-        return Container(sym.height, sym.width, self.model_tag(), knobs, streams, crc).to_bytes()
+        """``.hvq`` bytes of analysed symbols (:func:`hvq.bitstream.encode`)."""
+        return bitstream.encode(self, sym)
 
     def static_index_streams(self, sym: Symbols, table: np.ndarray | None = None) -> list[bytes]:
-        """The ablation baseline: the same indices coded with one static histogram table.
-
-        ``table`` is a ``(K,)`` frequency table (``hvq.tables``); by default the model's ``static_freqs``
-        (an exponential moving histogram of the training indices). Returns the three index streams
-        (fine, medium, coarse) as real range-coded bytes; no z is needed for a static model.
-        """
+        """The ablation baseline: the same indices coded with one static ``(K,)`` histogram table, by
+        default the model's ``static_freqs`` (a moving histogram of the training indices)."""
         if table is None:
             if int(self.static_freqs.sum()) != tables.TOTAL:
                 raise RuntimeError("static histogram table is empty: run model.update() first")
             table = self.static_freqs.cpu().numpy()
-        out = []
-        for g in range(3):
-            pos = torch.nonzero(sym.masks[g][0, 0].flatten()).flatten().numpy()
-            out.append(coder.encode_symbols(sym.indices[g][0].flatten().numpy()[pos], table))
-        return out
-
-    def _z_table(self, g: int, shape: tuple[int, ...]) -> np.ndarray:
-        """Per-element z tables ``(C*h*w, 2S+1)`` for z of shape ``(C, h, w)``."""
-        zf = self.z_freqs[0 if self.cfg.shared_hyperprior else g].cpu().numpy()
-        ch = np.repeat(np.arange(shape[0]), int(np.prod(shape[1:])))
-        return zf[ch]
+        return bitstream.static_index_streams(sym, table)
 
     @torch.no_grad()
     def decompress(self, data: bytes) -> Tensor:
@@ -582,91 +494,4 @@ class HVQCodec(nn.Module):
                 CRC mismatch (encoder and decoder disagreed on a probability table).
         """
         self._require_tables()
-        c = Container.from_bytes(data)
-        if c.height * c.width > MAX_CODEC_PIXELS:
-            raise BitstreamError(
-                f"header declares a {c.width}x{c.height} image ({c.height * c.width} pixels), above the "
-                f"codec limit of {MAX_CODEC_PIXELS} pixels (no hvq encoder writes such a file)"
-            )
-        if c.model_tag != self.model_tag():
-            raise BitstreamError(
-                f"file was written by another model (tag {c.model_tag.hex()}, "
-                f"this model {self.model_tag().hex()})"
-            )
-        if len(c.knobs) != 6 or len(c.streams) != 7:
-            raise BitstreamError("unexpected knob or stream count for this model")
-        lam, rc, rm = c.knobs[:3]
-        if not (0 <= rc <= 1 and 0 <= rm <= 1) or not math.isfinite(lam):
-            raise BitstreamError("invalid knob values in header")
-        colour = c.knobs[3:]
-        if not all(math.isfinite(v) and v == round(v) and abs(v) <= COLOUR_MAX for v in colour):
-            raise BitstreamError("invalid colour offset in header")
-        try:
-            t = self.lambda_to_t(lam)
-        except ValueError as exc:
-            raise BitstreamError(str(exc)) from exc
-        hp, wp = _padded_size(c.height, c.width)
-        n16 = (hp // 16) * (wp // 16)
-        mstream = c.streams[0]
-        if len(mstream) < 4:
-            raise BitstreamError("mask stream too short")
-        split = int.from_bytes(mstream[:4], "little")
-        if split > len(mstream) - 4:
-            raise BitstreamError("mask stream split points past its end")
-        coarse_sym = coder.decode_symbols(mstream[4 : 4 + split], _mask_table(rc), count=n16)
-        coarse = torch.from_numpy(coarse_sym.astype(np.float32)).view(1, 1, hp // 16, wp // 16)
-        avail = (F.interpolate(coarse, scale_factor=2.0, mode="nearest") == 0)[0, 0].flatten().numpy()
-        medium_sym = coder.decode_symbols(mstream[4 + split :], _mask_table(rm), count=int(avail.sum()))
-        medium_flat = np.zeros(avail.size, dtype=np.float32)
-        medium_flat[avail] = medium_sym
-        medium = torch.from_numpy(medium_flat).view(1, 1, hp // 8, wp // 8)
-        fine = F.interpolate(
-            torch.from_numpy(avail.astype(np.float32) - medium_flat).view(1, 1, hp // 8, wp // 8),
-            scale_factor=2.0,
-            mode="nearest",
-        )
-        masks = [fine, medium, coarse]
-        s = self.cfg.z_support
-        z_hats, z_syms = [], []
-        for g in range(3):
-            hg, wg = hp // STRIDES[g], wp // STRIDES[g]
-            zshape = (self.cfg.z_channels, _z_side(hg), _z_side(wg))
-            zs = coder.decode_symbols(c.streams[1 + g], self._z_table(g, zshape))
-            z_syms.append(zs)
-            z_hats.append(torch.from_numpy(zs - s).float().view(1, *zshape))
-        idxs, freqs, log_scales, idx_syms = [], [], [], []
-        for g in range(3):
-            f, log_s, pos = self._index_tables(g, z_hats[g], masks[g], t)
-            ks = coder.decode_symbols(c.streams[4 + g], f)
-            flat = np.zeros(masks[g][0, 0].numel(), dtype=np.int64)
-            flat[pos] = ks
-            idxs.append(torch.from_numpy(flat).view(1, *masks[g].shape[-2:]))
-            freqs.append(f)
-            log_scales.append(log_s)
-            idx_syms.append(ks)
-        if symbols_crc32(coarse_sym, medium_sym, *z_syms, *idx_syms) != c.symbols_crc:
-            raise BitstreamError(
-                "decoded symbols do not match the encoder's CRC32: the probability tables differ "
-                "(another model version or device) or the file is damaged"
-            )
-        offset = tuple(int(v) for v in colour)
-        sym = Symbols(c.height, c.width, lam, rc, rm, masks, z_hats, idxs, freqs, log_scales, offset)
-        return self.synthesize(sym)
-
-
-def _z_side(n: int) -> int:
-    """Side of z for a granularity side n: two stride-2 convolutions, ceil(ceil(n / 2) / 2)."""
-    return ((n + 1) // 2 + 1) // 2
-
-
-def _padded_size(h: int, w: int) -> tuple[int, int]:
-    return -(-h // PAD_MULTIPLE) * PAD_MULTIPLE, -(-w // PAD_MULTIPLE) * PAD_MULTIPLE
-
-
-def _pad(x: Tensor) -> Tensor:
-    """Replicate-pad ``(B, C, H, W)`` on the bottom/right to multiples of ``PAD_MULTIPLE``."""
-    h, w = x.shape[-2:]
-    hp, wp = _padded_size(h, w)
-    if (hp, wp) == (h, w):
-        return x
-    return F.pad(x, (0, wp - w, 0, hp - h), mode="replicate")
+        return self.synthesize(bitstream.decode(self, data))

@@ -82,9 +82,14 @@ def _search_one_lambda(model, x, lam, target_bits, tol, roi, max_real):
         return model.estimate_bits(feats, *ratios_for(p))
 
     lo_bits, hi_bits = est(0.0), est(1.0)
-    if not lo_bits <= target_bits <= hi_bits:
-        return None, (lo_bits, hi_bits), n_est, 0
-    p = _solve_on_estimate(est, target_bits, lo_bits, hi_bits, ESTIMATE_TOLERANCE * tol)
+    band = (min(lo_bits, hi_bits), max(lo_bits, hi_bits))
+    if not band[0] <= target_bits <= band[1]:
+        return None, band, n_est, 0
+    # A region of interest that forces every cell fine leaves only the mask bits to the knob, and
+    # they need not grow with p: then any p gives the same image, and p = 1 is taken.
+    p = 1.0
+    if lo_bits < hi_bits:
+        p = _solve_on_estimate(est, target_bits, lo_bits, hi_bits, ESTIMATE_TOLERANCE * tol)
     # Real sizes, corrected by secant steps on (p, real bits) bracketed by the estimate's ends.
     tried: list[tuple[float, int]] = []
     best = None  # (distance to the target, p, bits, symbols) of the closest real file so far
@@ -115,7 +120,7 @@ def _search_one_lambda(model, x, lam, target_bits, tol, roi, max_real):
     _, p, bits, sym = best
     # The colour offset is fitted once, on the chosen symbols (it never changes the file size).
     data = model.encode(model.fit_colour(sym, feats))
-    return (p, bits, data), (lo_bits, hi_bits), n_est, len(tried)
+    return (p, bits, data), band, n_est, len(tried)
 
 
 def _solve_on_estimate(

@@ -21,7 +21,7 @@ import csv
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -120,162 +120,263 @@ def train(
     the shipped ``hvq/pretrained/reduced.pt``) whose weights start a *new* run (see
     :func:`init_weights_from`); ignored when ``run_dir`` already holds a checkpoint to resume.
     """
-    tc = cfg.train
-    total_steps = steps if steps is not None else tc.steps
-    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-    dev = pick_device(device or tc.device)
-    rank, world = 0, 1
-    if distributed:
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend)
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if dev.type == "cuda":
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(dev)
-    run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoint.pt"
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(cfg.to_json())
-
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(tc.seed + rank)
-    gen = torch.Generator().manual_seed(tc.seed + 1000 * rank)
-    model = HVQCodec(cfg.model).to(dev)
-    disc = PatchDiscriminator(tc.disc_width).to(dev)
-    perceptual = LPIPS().to(dev)
-    opt = torch.optim.Adam(_param_groups(model, tc), lr=tc.lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr, betas=(0.5, 0.9))
-    step, wall = 0, 0.0
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, expect_config=cfg)
-        missing = {"disc", "opt", "opt_d", "step", "wall_s", "rng"} - set(state)
-        if missing:
-            raise CheckpointError(
-                f"{ckpt_path} holds model weights only (no {', '.join(sorted(missing))}), so it cannot "
-                "be resumed; start a new run from it with --init-from"
-            )
-        model.load_state_dict(state["model"])
-        disc.load_state_dict(state["disc"])
-        opt.load_state_dict(state["opt"])
-        opt_d.load_state_dict(state["opt_d"])
-        step, wall = state["step"], state["wall_s"]
-        gen.set_state(state["rng"])
-        if rank:  # the checkpoint holds rank 0's generator: the other ranks draw their own knobs again
-            gen.manual_seed(tc.seed + 1000 * rank + step)
-        if rank == 0:
-            print(f"resumed from {ckpt_path} at step {step}")
-    elif init_from is not None:
-        loaded, skipped = init_weights_from(model, init_from)
-        if rank == 0:
-            print(f"initialised {loaded} tensors from {init_from}; new or reshaped: {skipped or 'none'}")
-    net, disc_net = model, disc
-    if distributed:
-        ids = [dev.index] if dev.type == "cuda" else None
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        # The discriminator trains too: DDP makes its start identical on every rank (rank 0's weights)
-        # and averages its gradients in the D step, so it stays identical.
-        disc_net = torch.nn.parallel.DistributedDataParallel(disc, device_ids=ids)
-
-    data_root = Path(data_dir) if data_dir else default_data_dir()
-    dataset = ImageFolderCrops(
-        _resolve_dirs(cfg, data_root), crop=tc.crop, epoch_size=10**6, cache=tc.cache_images
-    )
-    sampler = DistributedSampler(dataset, world, rank, seed=tc.seed + step) if distributed else None
-    loader = DataLoader(
-        dataset, batch_size=tc.batch_size, shuffle=sampler is None, sampler=sampler,
-        num_workers=tc.num_workers, drop_last=True, generator=None if sampler else gen,
-    )  # fmt: skip
-    amp = tc.amp and (dev.type == "cuda" or (dev.type == "cpu" and cpu_has_fast_bf16()))
-    log_file = run_dir / "log.csv"
-    new_log = rank == 0 and not log_file.exists()
-    log_fh = open(log_file, "a", newline="") if rank == 0 else None
-    writer = csv.DictWriter(log_fh, LOG_FIELDS) if log_fh else None
-    if new_log:
-        writer.writeheader()
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
-    model.train()
-    t_last, n_img, skipped = time.time(), 0, 0
-    it = iter(loader)
+    trainer = Trainer(cfg, run_dir, device, init_from)
+    total_steps = steps if steps is not None else cfg.train.steps
+    batches = trainer.batches(Path(data_dir) if data_dir else default_data_dir())
+    log = trainer.open_log(callback, total_steps if progress else None)
     try:
-        while step < total_steps:
-            try:
-                x = next(it)
-            except StopIteration:
-                it = iter(loader)
-                x = next(it)
-            x = x.to(dev, non_blocking=True)
-            lam, rc, rm = (v.to(dev) for v in sample_knobs(cfg, x.shape[0], gen))
-            if distributed and not bool(model.quantizer.initialised):
-                with torch.no_grad():  # initialise the codebook from data, identically on every rank
-                    model(x, lam, rc, rm)
-                dist.broadcast(model.quantizer.codebook.data, src=0)
-            time_frac = (wall + time.time() - t_last) / tc.time_budget_s if tc.time_budget_s else None
-            for group in opt.param_groups + opt_d.param_groups:
-                group["lr"] = lr_at(cfg, step, time_frac) * group.get("lr_mult", 1.0)
-            use_gan = step >= tc.disc_start and tc.disc_weight > 0
-            terms = _generator_loss(net, model, disc, perceptual, x, (lam, rc, rm), cfg, amp, use_gan)
-            out, x_hat, loss = terms["out"], terms["x_hat"], terms["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            finite = bool(torch.isfinite(grad_norm))
-            if finite:
-                opt.step()
-            else:  # no update from a bad batch; the step still counts, is logged and checkpointed
-                skipped += 1
-                if skipped > 50:
-                    raise FloatingPointError(f"more than 50 non-finite steps (last at step {step})")
-            gan_d = torch.zeros((), device=dev)
-            if use_gan and finite:
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-                    gan_d = hinge_d_loss(disc_net(x).float(), disc_net(x_hat.detach()).float())
-                opt_d.zero_grad(set_to_none=True)
-                gan_d.backward()
-                opt_d.step()
-            with torch.no_grad():
-                _update_static(model, out)
-            restarted = 0
-            if tc.restart_every and (step + 1) % tc.restart_every == 0:
-                restarted = _restart_codes(model, out, distributed)
-            step += 1
-            n_img += x.shape[0] * world
-            if bar:
-                bar.update(1)
-                bpp, lp = out["bpp"].mean().item(), terms["lpips"].mean().item()
-                bar.set_postfix(bpp=f"{bpp:.3f}", lpips=f"{lp:.3f}")
-            finished = step == total_steps or _out_of_time(tc, wall + time.time() - t_last, distributed, dev)
-            if rank == 0 and (step % tc.log_every == 0 or finished):
-                now = time.time()
-                wall += now - t_last
-                row = _log_row(model, terms, gan_d, step=step, wall=wall, lr=opt.param_groups[-1]["lr"],
-                               img_per_s=n_img / max(1e-9, now - t_last), restarted=restarted,
-                               skipped=skipped)  # fmt: skip
-                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-                log_fh.flush()
-                t_last, n_img = now, 0
-                if callback:
-                    callback(row)
-            if rank == 0 and (step % tc.ckpt_every == 0 or finished):
-                model.update()
-                save_checkpoint(ckpt_path, cfg, model, step=step, wall_s=wall, disc=disc, opt=opt,
-                                opt_d=opt_d, rng=gen.get_state())  # fmt: skip
+        while trainer.step < total_steps:
+            x = next(batches)
+            knobs = trainer.knobs(x)
+            trainer.set_learning_rate()
+            terms = trainer.generator_step(x, knobs)
+            terms["gan_d"] = trainer.discriminator_step(x, terms)
+            restarted = trainer.codebook_upkeep(terms["out"])
+            trainer.step += 1
+            finished = trainer.step == total_steps or trainer.out_of_time()
+            log.record(trainer, terms, x.shape[0] * trainer.world, restarted, finished)
+            trainer.checkpoint(finished)
             if finished:
                 break
     finally:
-        if bar:
-            bar.close()
-        if log_fh:
-            log_fh.close()
-        if distributed:
+        log.close()
+        trainer.close()
+    return trainer.ckpt_path
+
+
+class Trainer:
+    """The state of one run (model, discriminator, optimisers, step, clock, knob generator) and the
+    named parts of a step; :func:`train` is the loop over them."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, device: str | None, init_from) -> None:
+        tc = cfg.train
+        self.cfg, self.tc = cfg, tc
+        self.dev = pick_device(device or tc.device)
+        self.rank, self.world, self.distributed = self._join_process_group()
+        self.run_dir = Path(run_dir)
+        self.ckpt_path = self.run_dir / "checkpoint.pt"
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(cfg.to_json())
+        if self.dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.manual_seed(tc.seed + self.rank)
+        self.gen = torch.Generator().manual_seed(tc.seed + 1000 * self.rank)
+        self.model = HVQCodec(cfg.model).to(self.dev)
+        self.disc = PatchDiscriminator(tc.disc_width).to(self.dev)
+        self.perceptual = LPIPS().to(self.dev)
+        self.opt = torch.optim.Adam(_param_groups(self.model, tc), lr=tc.lr, betas=(0.5, 0.9))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=tc.lr, betas=(0.5, 0.9))
+        self.step, self.wall, self.skipped = 0, 0.0, 0
+        self._restore(init_from)
+        self.net, self.disc_net = self._wrap_distributed()
+        self.amp = tc.amp and (self.dev.type == "cuda" or (self.dev.type == "cpu" and cpu_has_fast_bf16()))
+        self.t_last = time.time()
+
+    def _join_process_group(self) -> tuple[int, int, bool]:
+        """``(rank, world size, distributed)``; under ``torchrun`` joins the process group."""
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1, False
+        dist.init_process_group("nccl" if self.dev.type == "cuda" else "gloo")
+        if self.dev.type == "cuda":
+            self.dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.dev)
+        return dist.get_rank(), dist.get_world_size(), True
+
+    def _restore(self, init_from) -> None:
+        """Resume from ``run_dir``'s checkpoint, or start from ``init_from``'s weights."""
+        if self.ckpt_path.exists():
+            state = load_checkpoint(self.ckpt_path, expect_config=self.cfg)
+            missing = {"disc", "opt", "opt_d", "step", "wall_s", "rng"} - set(state)
+            if missing:
+                raise CheckpointError(
+                    f"{self.ckpt_path} holds model weights only (no {', '.join(sorted(missing))}), so it "
+                    "cannot be resumed; start a new run from it with --init-from"
+                )
+            self.model.load_state_dict(state["model"])
+            self.disc.load_state_dict(state["disc"])
+            self.opt.load_state_dict(state["opt"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.step, self.wall = state["step"], state["wall_s"]
+            self.gen.set_state(state["rng"])
+            if self.rank:  # the checkpoint holds rank 0's generator: the others draw their own knobs
+                self.gen.manual_seed(self.tc.seed + 1000 * self.rank + self.step)
+            if self.rank == 0:
+                print(f"resumed from {self.ckpt_path} at step {self.step}")
+        elif init_from is not None:
+            loaded, skipped = init_weights_from(self.model, init_from)
+            if self.rank == 0:
+                print(f"initialised {loaded} tensors from {init_from}; new or reshaped: {skipped or 'none'}")
+
+    def _wrap_distributed(self):
+        """The modules the step runs: DDP wrappers when distributed (the discriminator too, so that
+        its start is rank 0's and its gradients are averaged), else the modules themselves."""
+        if not self.distributed:
+            return self.model, self.disc
+        ids = [self.dev.index] if self.dev.type == "cuda" else None
+        ddp = torch.nn.parallel.DistributedDataParallel
+        return ddp(self.model, device_ids=ids), ddp(self.disc, device_ids=ids)
+
+    # ----------------------------------------------------------------------- the named steps
+    def batches(self, data_root: Path) -> Iterator[Tensor]:
+        """Endless batches of random crops ``(B, 3, crop, crop)`` on the device. The training clock
+        starts when the data are loaded."""
+        tc = self.tc
+        dataset = ImageFolderCrops(
+            _resolve_dirs(self.cfg, data_root), crop=tc.crop, epoch_size=10**6, cache=tc.cache_images
+        )
+        sampler = None
+        if self.distributed:
+            sampler = DistributedSampler(dataset, self.world, self.rank, seed=tc.seed + self.step)
+        loader = DataLoader(
+            dataset, batch_size=tc.batch_size, shuffle=sampler is None, sampler=sampler,
+            num_workers=tc.num_workers, drop_last=True, generator=None if sampler else self.gen,
+        )  # fmt: skip
+        self.model.train()
+        self.t_last = time.time()
+        return self._endless(loader)
+
+    def _endless(self, loader: DataLoader) -> Iterator[Tensor]:
+        while True:
+            for x in loader:
+                yield x.to(self.dev, non_blocking=True)
+
+    def knobs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-image ``(lambda, coarse_ratio, medium_ratio)`` on the device (:func:`sample_knobs`);
+        a distributed run first initialises the codebook from data, identically on every rank."""
+        lam, rc, rm = (v.to(self.dev) for v in sample_knobs(self.cfg, x.shape[0], self.gen))
+        if self.distributed and not bool(self.model.quantizer.initialised):
+            with torch.no_grad():
+                self.model(x, lam, rc, rm)
+            dist.broadcast(self.model.quantizer.codebook.data, src=0)
+        return lam, rc, rm
+
+    def elapsed(self) -> float:
+        """Training seconds so far, this process's unlogged time included."""
+        return self.wall + time.time() - self.t_last
+
+    def set_learning_rate(self) -> None:
+        """The schedule (:func:`lr_at`) on steps, or on wall time when ``time_budget_s`` is set."""
+        tc = self.tc
+        time_frac = self.elapsed() / tc.time_budget_s if tc.time_budget_s else None
+        for group in self.opt.param_groups + self.opt_d.param_groups:
+            group["lr"] = lr_at(self.cfg, self.step, time_frac) * group.get("lr_mult", 1.0)
+
+    def generator_step(self, x: Tensor, knobs) -> dict:
+        """Loss, backward, clipped optimiser step. A non-finite gradient makes no update; it is
+        counted (``skipped``, logged), and more than 50 stop the run. Returns the loss terms plus
+        ``"finite"``."""
+        use_gan = self.step >= self.tc.disc_start and self.tc.disc_weight > 0
+        terms = _generator_loss(self.net, self.model, self.disc, self.perceptual, x, knobs, self.cfg,
+                                self.amp, use_gan)  # fmt: skip
+        self.opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        terms["finite"] = bool(torch.isfinite(grad_norm))
+        if terms["finite"]:
+            self.opt.step()
+        else:
+            self.skipped += 1
+            if self.skipped > 50:
+                raise FloatingPointError(f"more than 50 non-finite steps (last at step {self.step})")
+        terms["use_gan"] = use_gan
+        return terms
+
+    def discriminator_step(self, x: Tensor, terms: dict) -> Tensor:
+        """Hinge-loss step of the discriminator (only once the adversarial term is on and the
+        generator's step was finite); returns its loss (0 otherwise)."""
+        if not (terms["use_gan"] and terms["finite"]):
+            return torch.zeros((), device=self.dev)
+        with torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16, enabled=self.amp):
+            gan_d = hinge_d_loss(self.disc_net(x).float(), self.disc_net(terms["x_hat"].detach()).float())
+        self.opt_d.zero_grad(set_to_none=True)
+        gan_d.backward()
+        self.opt_d.step()
+        return gan_d
+
+    def codebook_upkeep(self, out: dict) -> int:
+        """The static histogram's moving counts, and every ``restart_every`` steps the restart of dead
+        codes; returns the number of codes restarted."""
+        with torch.no_grad():
+            _update_static(self.model, out)
+        if self.tc.restart_every and (self.step + 1) % self.tc.restart_every == 0:
+            return _restart_codes(self.model, out, self.distributed)
+        return 0
+
+    def out_of_time(self) -> bool:
+        """True once the wall-clock budget is spent (rank 0 decides, so every rank stops together)."""
+        if not self.tc.time_budget_s:
+            return False
+        flag = torch.tensor([float(self.elapsed() >= self.tc.time_budget_s)], device=self.dev)
+        if self.distributed:
+            dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    def checkpoint(self, finished: bool) -> None:
+        """Every ``ckpt_every`` steps and at the end (rank 0): update the tables, save atomically."""
+        if self.rank == 0 and (self.step % self.tc.ckpt_every == 0 or finished):
+            self.model.update()
+            save_checkpoint(
+                self.ckpt_path, self.cfg, self.model, step=self.step, wall_s=self.wall, disc=self.disc,
+                opt=self.opt, opt_d=self.opt_d, rng=self.gen.get_state(),
+            )  # fmt: skip
+
+    def open_log(self, callback: Callable[[dict], None] | None, bar_total: int | None) -> TrainLog:
+        """The run's ``log.csv`` (appended to when resuming) and progress bar, on rank 0."""
+        return TrainLog(self.run_dir / "log.csv", callback, bar_total, self.step, enabled=self.rank == 0)
+
+    def close(self) -> None:
+        if self.distributed:
             dist.destroy_process_group()
-    return ckpt_path
+
+
+class TrainLog:
+    """``log.csv`` rows every ``log_every`` steps (and at the end), the progress bar, the callback."""
+
+    def __init__(self, path: Path, callback, bar_total: int | None, step: int, enabled: bool) -> None:
+        self.enabled, self.callback, self.n_img = enabled, callback, 0
+        self.fh = self.writer = self.bar = None
+        if not enabled:
+            return
+        new = not path.exists()
+        self.fh = open(path, "a", newline="")
+        self.writer = csv.DictWriter(self.fh, LOG_FIELDS)
+        if new:
+            self.writer.writeheader()
+        if bar_total is not None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=bar_total, initial=step, desc="train", dynamic_ncols=True)
+
+    def record(self, trainer: Trainer, terms: dict, n_img: int, restarted: int, finished: bool) -> None:
+        """Count the step; on a logging step, close the clock interval and write one row."""
+        self.n_img += n_img
+        if not self.enabled:
+            return
+        if self.bar:
+            self.bar.update(1)
+            bpp, lp = terms["out"]["bpp"].mean().item(), terms["lpips"].mean().item()
+            self.bar.set_postfix(bpp=f"{bpp:.3f}", lpips=f"{lp:.3f}")
+        if trainer.step % trainer.tc.log_every and not finished:
+            return
+        now = time.time()
+        trainer.wall += now - trainer.t_last
+        img_per_s = self.n_img / max(1e-9, now - trainer.t_last)
+        row = _log_row(trainer.model, terms, terms["gan_d"], step=trainer.step, wall=trainer.wall,
+                       lr=trainer.opt.param_groups[-1]["lr"], img_per_s=img_per_s, restarted=restarted,
+                       skipped=trainer.skipped)  # fmt: skip
+        self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        self.fh.flush()
+        trainer.t_last, self.n_img = now, 0
+        if self.callback:
+            self.callback(row)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+        if self.fh:
+            self.fh.close()
 
 
 def _generator_loss(net, model, disc, perceptual, x: Tensor, knobs, cfg: Config, amp: bool, use_gan: bool):
@@ -328,16 +429,6 @@ def _log_row(model: HVQCodec, terms: dict, gan_d: Tensor, **fields) -> dict:
     }
     row.update({k: out[k].mean().item() for k in ("bpp", "bpp_index", "bpp_z", "bpp_mask")})
     return row
-
-
-def _out_of_time(tc, elapsed: float, distributed: bool, dev: torch.device) -> bool:
-    """True once the wall-clock budget is spent (rank 0 decides, so every rank stops together)."""
-    if not tc.time_budget_s:
-        return False
-    flag = torch.tensor([float(elapsed >= tc.time_budget_s)], device=dev)
-    if distributed:
-        dist.broadcast(flag, src=0)
-    return bool(flag.item())
 
 
 def init_weights_from(model: HVQCodec, path: str | Path) -> tuple[int, list[str]]:

@@ -486,27 +486,27 @@ def craft_flat_file(model, height: int, width: int, lam: float = 2.0) -> bytes:
     result is a few hundred kilobytes for 64 megapixels: the decoder has to run the whole network at
     the header's size, so this measures what a tiny file can make the decoder allocate.
     """
-    from hvq.model import STRIDES, Symbols, _padded_size, _z_side
+    from hvq.symbols import STRIDES, Symbols, padded_size, z_side
 
-    hp_, wp_ = _padded_size(height, width)
+    hp_, wp_ = padded_size(height, width)
     masks = [torch.zeros(1, 1, hp_ // 4, wp_ // 4), torch.zeros(1, 1, hp_ // 8, wp_ // 8),
              torch.ones(1, 1, hp_ // 16, wp_ // 16)]  # fmt: skip
-    t = model.lambda_to_t(lam)
+    index = model.lambda_index(lam)
     cfg = model.cfg
     z_hats, idxs, freqs, log_scales = [], [], [], []
     for g in range(3):
         hg, wg = hp_ // STRIDES[g], wp_ // STRIDES[g]
         zf = model.z_freqs[0 if cfg.shared_hyperprior else g]
         best = (zf.argmax(1) - cfg.z_support).float().view(1, -1, 1, 1)
-        z = best.expand(1, cfg.z_channels, _z_side(hg), _z_side(wg)).contiguous()
-        f, log_s, pos = model._index_tables(g, z, masks[g], t)
+        z = best.expand(1, cfg.z_channels, z_side(hg), z_side(wg)).contiguous()
+        f, log_s, pos = model.index_tables(g, z, masks[g], index)
         idx = torch.zeros(1, hg, wg, dtype=torch.int64)
         idx.view(-1)[torch.from_numpy(pos)] = torch.from_numpy(f.argmax(1))
         z_hats.append(z)
         idxs.append(idx)
         freqs.append(f)
         log_scales.append(log_s)
-    sym = Symbols(height, width, float(lam), 1.0, 0.0, masks, z_hats, idxs, freqs, log_scales)
+    sym = Symbols(height, width, model.grid_lambda(index), 1.0, 0.0, masks, z_hats, idxs, freqs, log_scales)
     return model.encode(sym)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hvq import coder, tables
+from hvq.container import FORMAT_VERSION
 from hvq.errors import BitstreamError
 
 
@@ -20,9 +21,9 @@ def _forged(height: int, width: int, mask_bytes: bytes, other: bytes = b"\0" * 4
     import hvq
 
     tag = hvq.load_pretrained("reduced").model_tag()
-    knobs = (1.41, 0.45, 0.45, 0.0, 0.0, 0.0)
+    knobs = (127.0, 0.45, 0.45, 0.0, 0.0, 0.0)  # lambda index 127 (about 1.41), ratios, colour offset
     streams = [mask_bytes] + [other] * 6
-    head = struct.pack("<4sBHH8sB", b"\x89HVQ", 1, height, width, tag, len(knobs))
+    head = struct.pack("<4sBHH8sB", b"\x89HVQ", FORMAT_VERSION, height, width, tag, len(knobs))
     head += struct.pack(f"<{len(knobs)}f", *knobs)
     head += struct.pack(f"<B{len(streams)}I", len(streams), *map(len, streams))
     body = head + b"".join(streams) + struct.pack("<I", 0)

@@ -1,21 +1,13 @@
-"""hvq.data: image reading on awkward files, training crops, Kodak checks, and the downloader.
+"""hvq.data: image reading on awkward files, training crops, the dataset registry and Kodak checks.
 
-The downloader tests talk only to a ThreadingHTTPServer on 127.0.0.1 started here.
+The downloads themselves are tested in test_download.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import io
 import re
-import socket
-import tarfile
-import threading
-import time
-import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from hvq import data
-from hvq.data import (
-    ArchiveError,
-    ChecksumError,
-    DatasetSpec,
-    DownloadError,
-    ImageError,
-    ImageFolderCrops,
-)
+from hvq import data, download
+from hvq.data import ImageError, ImageFolderCrops
+from hvq.download import ChecksumError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RNG = np.random.default_rng(0)
-
-
-def sha256(payload: bytes) -> str:
-    return hashlib.sha256(payload).hexdigest()
 
 
 def noise(height: int, width: int) -> np.ndarray:
@@ -285,7 +267,7 @@ def shared_kodak() -> Path:
 
 
 def test_repo_checksums_match_the_shared_copy(shared_kodak: Path) -> None:
-    assert data.kodak_checksums() == data.read_sha256sums(shared_kodak / "SHA256SUMS")
+    assert data.kodak_checksums() == download.read_sha256sums(shared_kodak / "SHA256SUMS")
 
 
 def test_kodak_images_finds_and_verifies_the_shared_set(
@@ -316,246 +298,3 @@ def test_missing_kodak_says_how_to_fetch(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"kodak.*hvq data download kodak") as raised:
         data.kodak_dir(tmp_path)
     assert str(tmp_path / "kodak") in str(raised.value)
-
-
-# --------------------------------------------------------------------------------------- downloads
-
-
-@dataclass
-class Server:
-    """Files served at ``url + "/" + name``, with the Range header of every request recorded."""
-
-    url: str
-    files: dict[str, bytes] = field(default_factory=dict)
-    ranges: list[str | None] = field(default_factory=list)
-    honour_range: bool = True
-    #: Announce the whole Content-Length but send the body only up to this offset, then close.
-    cut_at: int | None = None
-
-
-def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the http.server name)
-            requested = self.headers.get("Range")
-            server.ranges.append(requested)
-            body = server.files.get(self.path.lstrip("/"))
-            if body is None:
-                self.send_error(404)
-                return
-            start = int(requested[6:-1]) if requested and server.honour_range else 0
-            if start >= len(body) > 0:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206 if start else 200)
-            if start:
-                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-            self.send_header("Content-Length", str(len(body) - start))
-            self.end_headers()
-            self.wfile.write(body[start : server.cut_at])
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    return Handler
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loopback requests must not go to a proxy that the environment may name."""
-    for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(variable, raising=False)
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    state = Server(url="")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
-
-
-PAYLOAD = bytes(range(256)) * 40
-
-
-def test_download_verifies_and_reports_progress(server: Server, tmp_path: Path) -> None:
-    server.files["f.bin"] = PAYLOAD
-    seen: list[tuple[int, int | None]] = []
-    dest = data.download_file(
-        f"{server.url}/f.bin", tmp_path / "f.bin", sha256(PAYLOAD), progress=lambda *a: seen.append(a)
-    )
-    assert dest.read_bytes() == PAYLOAD and not (tmp_path / "f.bin.part").exists()
-    assert seen[-1] == (len(PAYLOAD), len(PAYLOAD)) and server.ranges == [None]
-    data.download_file(f"{server.url}/f.bin", dest, sha256(PAYLOAD))  # present and valid: no request
-    assert server.ranges == [None]
-
-
-def test_download_resumes_a_cut_transfer(server: Server, tmp_path: Path) -> None:
-    server.files["f.bin"] = PAYLOAD
-    half = len(PAYLOAD) // 2
-    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:half])
-    dest = data.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", sha256(PAYLOAD))
-    assert dest.read_bytes() == PAYLOAD
-    assert server.ranges == [f"bytes={half}-"]
-
-
-def test_download_cut_mid_body_keeps_the_part_and_resumes(server: Server, tmp_path: Path) -> None:
-    """A connection closed cleanly before Content-Length bytes is a cut download, not a bad checksum."""
-    server.files["f.bin"] = PAYLOAD
-    server.cut_at = cut = len(PAYLOAD) // 3
-    url, dest, part = f"{server.url}/f.bin", tmp_path / "f.bin", tmp_path / "f.bin.part"
-    with pytest.raises(DownloadError, match=f"cut after {cut} of {len(PAYLOAD)} bytes") as raised:
-        data.download_file(url, dest, sha256(PAYLOAD))
-    assert "resume" in str(raised.value) and not dest.exists()
-    assert part.read_bytes() == PAYLOAD[:cut]
-    server.cut_at = None
-    assert data.download_file(url, dest, sha256(PAYLOAD)).read_bytes() == PAYLOAD
-    assert server.ranges == [None, f"bytes={cut}-"] and not part.exists()
-
-
-def test_download_restarts_when_the_server_ignores_range(server: Server, tmp_path: Path) -> None:
-    server.files["f.bin"] = PAYLOAD
-    server.honour_range = False
-    (tmp_path / "f.bin.part").write_bytes(b"stale bytes from another file")
-    dest = data.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", sha256(PAYLOAD))
-    assert dest.read_bytes() == PAYLOAD and server.ranges[0] is not None
-
-
-def test_download_refuses_a_wrong_checksum(server: Server, tmp_path: Path) -> None:
-    server.files["f.bin"] = PAYLOAD
-    with pytest.raises(ChecksumError, match="expected 0000"):
-        data.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", "0" * 64)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_existing_file_with_a_wrong_checksum_is_refused_and_kept(tmp_path: Path) -> None:
-    (tmp_path / "f.bin").write_bytes(b"mine")
-    with pytest.raises(ChecksumError, match="f.bin"):
-        data.download_file("http://127.0.0.1:9/f.bin", tmp_path / "f.bin", "0" * 64)
-    assert (tmp_path / "f.bin").read_bytes() == b"mine"
-
-
-def test_download_without_a_known_checksum_needs_consent(
-    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    server.files["f.bin"] = PAYLOAD
-    url, dest = f"{server.url}/f.bin", tmp_path / "f.bin"
-    with pytest.raises(DownloadError, match=sha256(PAYLOAD)):
-        data.download_file(url, dest, None)
-    assert not dest.exists() and (tmp_path / "f.bin.part").exists()
-    data.download_file(url, dest, None, allow_unverified=True)  # the kept .part is complete: HTTP 416
-    assert dest.read_bytes() == PAYLOAD and server.ranges == [None, f"bytes={len(PAYLOAD)}-"]
-    assert sha256(PAYLOAD) in capsys.readouterr().err
-
-
-def test_download_http_error(server: Server, tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="HTTP 404"):
-        data.download_file(f"{server.url}/missing.bin", tmp_path / "m.bin", "0" * 64)
-
-
-def test_unreachable_host_fails_fast_and_says_what_to_do(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    dest = tmp_path / "f.bin"
-    started = time.monotonic()
-    with pytest.raises(DownloadError, match="put it at") as raised:
-        data.download_file(f"http://127.0.0.1:{port}/f.bin", dest, "0" * 64, timeout=2)
-    assert time.monotonic() - started < 5
-    assert str(dest) in str(raised.value) and not dest.exists()
-
-
-# ---------------------------------------------------------------------------------------- archives
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, payload in members.items():
-            archive.writestr(name, payload)
-    return buffer.getvalue()
-
-
-def _tar_gz(members: dict[str, bytes], symlink: str | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))
-        if symlink is not None:
-            link = tarfile.TarInfo("link")
-            link.type, link.linkname = tarfile.SYMTYPE, symlink
-            archive.addfile(link)
-    return buffer.getvalue()
-
-
-IMAGES = {"set/0001.png": b"one", "set/0002.png": b"two"}
-
-
-@pytest.mark.parametrize(
-    "archive_name, archive", [("set.zip", _zip(IMAGES)), ("set.tar.gz", _tar_gz(IMAGES))]
-)
-def test_download_dataset_extracts_an_archive(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, archive_name: str, archive: bytes
-) -> None:
-    server.files[archive_name] = archive
-    sums = tmp_path / "SHA256SUMS"
-    sums.write_text(f"{sha256(archive)}  {archive_name}\n")
-    spec = DatasetSpec(urls=(f"{server.url}/{archive_name}",), checksums=sums, extract=True)
-    monkeypatch.setitem(data.DATASETS, "toy", spec)
-    root = data.download_dataset("toy", tmp_path / "data")
-    assert root == tmp_path / "data" / "toy"
-    assert {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*.png")} == IMAGES
-    assert not (root / archive_name).exists() and (root / f".{archive_name}.extracted").exists()
-    data.download_dataset("toy", tmp_path / "data")  # already done: no second request
-    assert server.ranges == [None]
-
-
-def test_kodak_download_through_the_registry(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lines = []
-    for index, name in enumerate(data.KODAK_NAMES):
-        buffer = io.BytesIO()
-        Image.new("RGB", (3, 2), (index, 0, 0)).save(buffer, format="PNG")
-        server.files[name] = buffer.getvalue()
-        lines.append(f"{sha256(buffer.getvalue())}  {name}\n")
-    (tmp_path / "SHA256SUMS").write_text("".join(lines))
-    spec = DatasetSpec(
-        urls=tuple(f"{server.url}/{n}" for n in data.KODAK_NAMES), checksums=tmp_path / "SHA256SUMS"
-    )
-    monkeypatch.setitem(data.DATASETS, "kodak", spec)
-    images = data.kodak_images(tmp_path / "d", download=True)
-    assert len(images) == 24 and data.load_image_uint8(images[23])[0, 0].tolist() == [23, 0, 0]
-    assert data.kodak_images(tmp_path / "d") == images and len(server.ranges) == 24
-
-
-@pytest.mark.parametrize(
-    "name, archive",
-    [
-        ("evil.zip", _zip({"../evil.txt": b"x"})),
-        ("evil.tar.gz", _tar_gz({"../evil.txt": b"x"})),
-        ("abs.tar.gz", _tar_gz({"/tmp/hvq-evil.txt": b"x"})),
-        ("link.tar.gz", _tar_gz({}, symlink="/etc/passwd")),
-        ("evil.rar", b"Rar!"),
-    ],
-)
-def test_extract_archive_refuses_unsafe_members(tmp_path: Path, name: str, archive: bytes) -> None:
-    (tmp_path / name).write_bytes(archive)
-    with pytest.raises(ArchiveError):
-        data.extract_archive(tmp_path / name, tmp_path / "out")
-    assert not (tmp_path / "evil.txt").exists() and list((tmp_path / "out").iterdir()) == []
-
-
-def test_read_sha256sums_rejects_malformed_lines(tmp_path: Path) -> None:
-    (tmp_path / "SUMS").write_text(f"# comment\n{'a' * 64} *x.png\n\nnot a line\n")
-    with pytest.raises(ValueError, match=r"SUMS:4"):
-        data.read_sha256sums(tmp_path / "SUMS")

@@ -119,7 +119,7 @@ def test_probability_mismatch_is_caught_by_the_symbols_crc(model, monkeypatch) -
     assert distinct_tables(sym.freqs[0]) > 1  # varied tables (helpers.vary_hyper_tables)
     other = _perturbed_copy(model, g=0, delta=1e-3)
     # The perturbation really changes the fine-granularity index tables for this file's z ...
-    freqs, _, _ = other._index_tables(0, sym.z_hat[0], sym.masks[0], model.lambda_to_t(lam))
+    freqs, _, _ = other.index_tables(0, sym.z_hat[0], sym.masks[0], model.lambda_index(lam))
     assert freqs.shape == sym.freqs[0].shape and not np.array_equal(freqs, sym.freqs[0])
     # ... and the decoder reports it instead of returning an image.
     with pytest.raises(BitstreamError, match="CRC32") as info:

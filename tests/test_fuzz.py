@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-import hvq.model
+import hvq.bitstream
 from hvq.checkpoint import save_checkpoint
 from hvq.cli import main
 from hvq.config import load_config
@@ -188,7 +188,7 @@ def test_header_above_codec_limit_is_refused_before_decoding(model, seeds, monke
     def no_decoding(*args, **kwargs):
         raise AssertionError(f"decoding started for a {size[0]}x{size[1]} header")
 
-    monkeypatch.setattr(hvq.model.coder, "decode_symbols", no_decoding)
+    monkeypatch.setattr(hvq.bitstream.coder, "decode_symbols", no_decoding)
     with pytest.raises(BitstreamError, match="pixels|size"):
         model.decompress(data)
 

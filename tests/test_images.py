@@ -354,7 +354,7 @@ def _forbid_allocation(monkeypatch) -> None:
     def no_pad(x):
         raise AssertionError(f"the codec started on a {tuple(x.shape)} image without a size check")
 
-    monkeypatch.setattr(hvq.model, "_pad", no_pad)
+    monkeypatch.setattr(hvq.model, "pad", no_pad)
 
 
 def test_codec_refuses_images_above_its_limit_before_allocating(monkeypatch) -> None:
@@ -498,7 +498,8 @@ def test_info_shows_the_knobs_and_the_colour_offset(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", str(tmp_path / "a.hvq")]) == 0
     out = capsys.readouterr().out
-    assert "lambda 1.41" in out and "colour offset (R, G, B)" in out and "index fine" in out
+    assert "lambda 1.405 (index 127, model reduced)" in out  # 1.41 on the 256-step grid of 0.25..8
+    assert "colour offset (R, G, B)" in out and "index fine" in out
 
 
 def test_compress_refuses_an_image_above_the_codec_limit_from_its_header(tmp_path, capsys, monkeypatch):

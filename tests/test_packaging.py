@@ -25,7 +25,7 @@ def test_environment_yml_mirrors_pyproject():
     proj = _pyproject()["project"]
     extras = proj["optional-dependencies"]
     wanted = {_name(r) for r in proj["dependencies"]} | {
-        _name(r) for k in ("test", "anchors") for r in extras[k]
+        _name(r) for k in ("test", "anchors", "notebooks") for r in extras[k]
     }
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))

@@ -92,11 +92,11 @@ def test_unreachable_target_names_the_range(model):
     x = photo_like(64, 64, 4)
     low, high = reachable_bpp(model, x)
     with pytest.raises(RateTargetError, match="reachable range") as info:
-        model.compress(x, target_bpp=10 * high)
+        compress_to_bpp(model, x, 10 * high)
     lo_r, hi_r = info.value.reachable
     assert lo_r == pytest.approx(low, rel=1e-3) and hi_r == pytest.approx(high, rel=1e-3)
     with pytest.raises(RateTargetError):
-        model.compress(x, target_bpp=low / 10)
+        compress_to_bpp(model, x, low / 10)
 
 
 def lambda_sensitive_model() -> HVQCodec:
@@ -193,3 +193,18 @@ def test_roi_with_target_keeps_the_region_fine(model):
     sym = model.analyze(x, res.lam, res.coarse_ratio, res.medium_ratio, roi)
     assert sym.masks[0][0, 0, :4, :4].all()
     assert torch.equal(model.decompress(res.data), model.synthesize(sym))
+
+
+def test_a_region_of_interest_over_the_whole_image_gives_an_ordered_band(model):
+    """Every cell forced fine: the knob changes only the mask bits, which fall as p grows here. The
+    reachable band is still reported low-to-high, and a target inside it gives the one image there is
+    (p = 1, the smallest file)."""
+    x = photo_like(64, 64, 5)
+    roi = torch.ones(64, 64)
+    with pytest.raises(RateTargetError) as info:
+        compress_to_bpp(model, x, 1e-3, roi=roi)
+    low, high = info.value.reachable
+    assert low < high
+    res = compress_to_bpp(model, x, (low + high) / 2, roi=roi)
+    assert res.coarse_ratio == res.medium_ratio == 0.0
+    assert torch.equal(model.decompress(res.data), model.reconstruct(x, res.lam, 0.0, 0.0, roi))

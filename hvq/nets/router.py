@@ -48,12 +48,24 @@ def _lowest(score: Tensor, count: Tensor) -> Tensor:
     return (rank < count.view(b, 1)).float().view_as(score)
 
 
+def cell_entropies(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The router's ranking scores of ``x (B, 3, H, W)``: 16x16 and 8x8 :func:`patch_entropy` maps
+    (compute once per image and pass to :func:`route` when trying many ratios)."""
+    x = x.float()
+    return patch_entropy(x, 16), patch_entropy(x, 8)
+
+
 def route(
-    x: Tensor, coarse_ratio: Tensor | float, medium_ratio: Tensor | float, roi: Tensor | None = None
+    x: Tensor,
+    coarse_ratio: Tensor | float,
+    medium_ratio: Tensor | float,
+    roi: Tensor | None = None,
+    entropies: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Granularity masks from the image content and the two ratio knobs (see module docstring).
 
-    ``coarse_ratio`` and ``medium_ratio`` are floats in [0, 1] or ``(B,)`` tensors.
+    ``coarse_ratio`` and ``medium_ratio`` are floats in [0, 1] or ``(B,)`` tensors; ``entropies``:
+    :func:`cell_entropies` of ``x`` if already computed.
     """
     b, _, h, w = x.shape
     if h % 16 or w % 16:
@@ -63,8 +75,7 @@ def route(
     if ((rc < 0) | (rc > 1) | (rm < 0) | (rm > 1)).any():
         raise ValueError("ratios must lie in [0, 1]")
     with torch.no_grad():
-        x = x.float()
-        e16, e8 = patch_entropy(x, 16), patch_entropy(x, 8)
+        e16, e8 = entropies if entropies is not None else cell_entropies(x)
         forced8 = torch.zeros_like(e8, dtype=torch.bool)
         if roi is not None:
             forced8 = F.max_pool2d(roi.float(), 8) > 0
@@ -74,7 +85,7 @@ def route(
         allowed16 = (~forced16).reshape(b, -1).sum(1)
         n_coarse = torch.minimum(torch.round(rc * n16).long(), allowed16)
         coarse = _lowest(torch.where(forced16, inf, e16), n_coarse)
-        avail8 = F.interpolate(coarse, scale_factor=2.0, mode="nearest") == 0
+        avail8 = medium_cells(coarse)
         eligible8 = avail8 & ~forced8
         n_avail = avail8.reshape(b, -1).sum(1)
         n_medium = torch.minimum(torch.round(rm * n_avail).long(), eligible8.reshape(b, -1).sum(1))
@@ -82,6 +93,12 @@ def route(
         fine8 = avail8.float() - medium
         fine = F.interpolate(fine8, scale_factor=2.0, mode="nearest")
     return coarse, medium, fine
+
+
+def medium_cells(coarse: Tensor) -> Tensor:
+    """The 1/8 cells that no coarse cell covers (where medium or fine codes go): ``(B, 1, h/16, w/16)``
+    0/1 coarse mask -> ``(B, 1, h/8, w/8)`` bool. Router, rate model and bitstream all use this one."""
+    return F.interpolate(coarse.float(), scale_factor=2.0, mode="nearest") == 0
 
 
 def check_partition(coarse: Tensor, medium: Tensor, fine: Tensor) -> bool:
