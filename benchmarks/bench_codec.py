@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from hvq import baselines  # noqa: E402
 from hvq.data import kodak_images, load_image, load_image_uint8  # noqa: E402
-from hvq.plots import quality_for_bpp  # noqa: E402
+from hvq.plots.figures import quality_for_bpp  # noqa: E402
 from hvq.pretrained import load_pretrained  # noqa: E402
 from hvq.ratecontrol import compress_to_bpp  # noqa: E402
 

@@ -5,7 +5,7 @@
 The address is written once, in ``pyproject.toml`` (``[project.urls] Repository``). This script sets
 it there and replaces the old ``OWNER/NAME`` wherever the kit uses it: the Colab badges and install
 cells of every notebook, README's Colab block, and the address notebook 04 downloads committed
-results from (``hvq/viz_rd.py``). ``tests/test_notebooks_meta.py`` checks that they all agree. Branch
+results from (``hvq/plots/rd.py``). ``tests/test_notebooks_meta.py`` checks that they all agree. Branch
 ``main`` is assumed (the badges open ``blob/main``).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Files besides the notebooks that name the repository.
-FILES = ("pyproject.toml", "README.md", "hvq/viz_rd.py")
+FILES = ("pyproject.toml", "README.md", "hvq/plots/rd.py")
 #: The URL prefixes under which OWNER/NAME appears.
 PREFIXES = (
     "https://github.com/",

@@ -11,7 +11,7 @@ key press to the new readout) and in the kernel (wall-clock and CPU time; with o
 is what the move takes on an idle core), and saves screenshots to ``--out``: ``before.png`` (the page
 as it opens), ``after.png`` (after the slider moves) and ``roi.png`` (with the region of interest).
 
-    python benchmarks/web_demo_check.py [--out results/web_demo] [--port N] [--chromium PATH]
+    python benchmarks/web_demo_check.py [--out figures/web_demo] [--port N] [--chromium PATH]
 
 Exit status 0: every check passed; 1: a check failed (one line says which); 2: Chromium, Voila or
 Playwright is missing (one line says which, and how to install it). Wall-clock times are pessimistic
@@ -205,7 +205,7 @@ def run_check(chromium: Path, out_dir: Path, port: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "web_demo", help="screenshots go here")
+    parser.add_argument("--out", type=Path, default=ROOT / "figures" / "web_demo", help="screenshots go here")
     parser.add_argument("--port", type=int, default=None, help="default: a free port")
     parser.add_argument("--chromium", type=Path, default=CHROMIUM)
     args = parser.parse_args(argv)

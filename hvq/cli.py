@@ -237,7 +237,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_figures(args) -> int:
-    from hvq.plots import make_figures
+    from hvq.plots.figures import make_figures
 
     written = make_figures(args.results_dir, args.figures_dir, args.dataset, image=args.image)
     for path in written or []:

@@ -1,5 +1,5 @@
 """Rate-distortion evaluation: hvq at several rate points with its static-histogram ablation, and the
-classical anchors, on one dataset. Writes CSV and JSON files that :mod:`hvq.plots` (and anyone who
+classical anchors, on one dataset. Writes CSV and JSON files that :mod:`hvq.plots.figures` (and anyone who
 wants to plot against the kit) reads.
 
     >>> run_eval("kodak", model="reduced", limit=2)            # doctest: +SKIP

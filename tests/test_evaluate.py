@@ -26,7 +26,7 @@ from hvq.evaluate import (
     run_eval,
 )
 from hvq.model import HVQCodec
-from hvq.plots import DPI, make_figures
+from hvq.plots.figures import DPI, make_figures
 
 # An uneven anchor curve (PSNR-like): rates in bpp, qualities increasing.
 RATE = [0.08, 0.21, 0.33, 0.71, 1.4]
@@ -252,10 +252,10 @@ def test_hvq_rows_are_real_files(results, smoke_model, data_dir):
 
 
 def assert_drawn_figure(path: Path, width_in: float, height_in: float) -> None:
-    """``path`` is a PNG of about ``width_in x height_in`` inches at ``hvq.plots.DPI`` (saved with a tight
-    bounding box: within 10% each way) with something drawn on it: varied pixels, several colours,
-    coloured ink (curves, markers, images; not only black text and empty axes) and ink in every
-    quarter of the figure."""
+    """``path`` is a PNG of about ``width_in x height_in`` inches at ``hvq.plots.figures.DPI`` (saved
+    with a tight bounding box: within 10% each way) with something drawn on it: varied pixels, several
+    colours, coloured ink (curves, markers, images; not only black text and empty axes) and ink in
+    every quarter of the figure."""
     with Image.open(path) as image:
         assert image.format == "PNG"
         pixels = np.asarray(image.convert("RGB"))
@@ -300,7 +300,7 @@ def test_make_figures_writes_every_png(results, smoke_model, data_dir, tmp_path)
     written = make_figures(results, tmp_path, "tiny", model=smoke_model, data_dir=data_dir, image="img1")
     assert all(p.parent == tmp_path / "tiny" for p in written)
     by_name = {p.name: p for p in written}
-    # Figure sizes in inches as hvq.plots draws them; the crops have one panel per image shown (the
+    # Figure sizes in inches as hvq.plots.figures draws them; the crops have one panel per image shown (the
     # original, hvq and each available anchor among jpeg, webp and avif).
     panels = 2 + sum(baselines.available_codecs()[c] for c in ("jpeg", "webp", "avif"))
     sizes = {"rd_lpips.png": (7.0, 4.8), "rd_psnr.png": (7.0, 4.8), "rd_msssim.png": (7.0, 4.8),

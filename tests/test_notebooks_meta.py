@@ -104,7 +104,8 @@ def test_install_cell_does_nothing_outside_colab(nb_path, monkeypatch):
 
 
 def test_set_repo_url_moves_every_address(tmp_path, capsys):
-    for rel in ("pyproject.toml", "README.md", "hvq/viz_rd.py", *(f"notebooks/{p.name}" for p in NOTEBOOKS)):
+    notebooks = [f"notebooks/{p.name}" for p in NOTEBOOKS]
+    for rel in ("pyproject.toml", "README.md", "hvq/plots/rd.py", *notebooks):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
     script = _script()
@@ -113,7 +114,7 @@ def test_set_repo_url_moves_every_address(tmp_path, capsys):
     assert _repository_url(tmp_path) == "https://github.com/someone/hvq-fork"
     _check_addresses(tmp_path, "https://github.com/someone/hvq-fork")
     results_url = "raw.githubusercontent.com/someone/hvq-fork/main/results"
-    assert results_url in (tmp_path / "hvq/viz_rd.py").read_text()
+    assert results_url in (tmp_path / "hvq/plots/rd.py").read_text()
     for path in tmp_path.rglob("*"):
         assert not path.is_file() or f"/{old}" not in path.read_text(), path
     capsys.readouterr()

@@ -1,4 +1,4 @@
-"""hvq.viz: the numbers behind the notebooks' pictures agree with the coder and the container."""
+"""hvq.plots.maps: the numbers behind the notebooks' pictures agree with the coder and the container."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 import torch
 from helpers import assert_tables_vary, vary_hyper_tables
 
-from hvq import viz
 from hvq.config import load_config
 from hvq.container import Container
 from hvq.model import HVQCodec
+from hvq.plots import maps
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_bits_map_is_the_ideal_information(coded):
     for g in range(3):
         mask = sym.masks[g][0, 0].numpy() > 0
         idx = sym.indices[g][0].numpy()
-        b = viz.bits_map(sym, g)
+        b = maps.bits_map(sym, g)
         assert b.shape == mask.shape
         np.testing.assert_array_equal(np.isnan(b), ~mask)
         np.testing.assert_allclose(b, _bits_by_hand(sym.freqs[g], mask, idx), rtol=0, atol=1e-9)
@@ -65,51 +65,51 @@ def test_bits_map_is_the_ideal_information(coded):
         assert ideal - 2 <= real <= 1.005 * ideal + 64, (g, ideal, real)
         # Priced under one shared table instead (the static-histogram ablation).
         np.testing.assert_allclose(
-            viz.bits_map(sym, g, static), _bits_by_hand(static, mask, idx), rtol=0, atol=1e-9
+            maps.bits_map(sym, g, static), _bits_by_hand(static, mask, idx), rtol=0, atol=1e-9
         )
 
 
 def test_granularity_and_bits_per_pixel_maps(coded):
     _, x, sym, _ = coded
-    gm = viz.granularity_map(sym)
+    gm = maps.granularity_map(sym)
     assert gm.shape == x.shape[1:] and set(np.unique(gm)) <= {0, 1, 2}
-    bpp_map = viz.bits_per_pixel_map(sym)
+    bpp_map = maps.bits_per_pixel_map(sym)
     assert bpp_map.shape == x.shape[1:] and (bpp_map >= 0).all()
-    padded_total = sum(np.nansum(viz.bits_map(sym, g)) for g in range(3))
+    padded_total = sum(np.nansum(maps.bits_map(sym, g)) for g in range(3))
     assert 0 < bpp_map.sum() <= padded_total + 1e-6
 
 
 def test_stream_sizes_add_up_to_the_file(coded):
     _, _, _, data = coded
-    sizes = viz.stream_sizes(data)
-    assert list(sizes)[:7] == list(viz.STREAM_NAMES)
+    sizes = maps.stream_sizes(data)
+    assert list(sizes)[:7] == list(maps.STREAM_NAMES)
     assert sum(sizes.values()) == len(data)
-    assert [sizes[n] for n in viz.STREAM_NAMES] == [len(s) for s in Container.from_bytes(data).streams]
+    assert [sizes[n] for n in maps.STREAM_NAMES] == [len(s) for s in Container.from_bytes(data).streams]
 
 
 def test_box_mask():
-    roi = viz.box_mask(10, 20, (2, 3, 7, 9))
+    roi = maps.box_mask(10, 20, (2, 3, 7, 9))
     assert roi.shape == (10, 20) and roi.sum() == 5 * 6 and roi[3, 2] == 1 and roi[9, 7] == 0
     with pytest.raises(ValueError):
-        viz.box_mask(10, 20, (5, 3, 5, 9))
+        maps.box_mask(10, 20, (5, 3, 5, 9))
 
 
 def test_plot_helpers_draw(coded):
     import matplotlib.pyplot as plt
 
     _, x, sym, _ = coded
-    viz.plot_bits_maps(sym)
-    viz.plot_granularity_map(sym, image=x)
-    viz.show_images([x, x], ["a", "b"])
+    maps.plot_bits_maps(sym)
+    maps.plot_granularity_map(sym, image=x)
+    maps.show_images([x, x], ["a", "b"])
     shown = []
-    live = viz.LivePlot(["loss"], display=shown.append)
+    live = maps.LivePlot(["loss"], display=shown.append)
     live({"step": 1, "loss": 2.0})
     live({"step": 2, "loss": 1.0})
     assert len(shown) == 2 and len(live.rows) == 2
     plt.close("all")
 
 
-# ------------------------------------------------------------------ hvq.viz_rd: the lambda panel
+# ------------------------------------------------------------------ hvq.plots.rd: the lambda panel
 
 
 def _curve(bpp, value, metric="psnr"):
@@ -119,37 +119,37 @@ def _curve(bpp, value, metric="psnr"):
 
 
 def test_quality_at_rates_is_linear_in_log_rate():
-    from hvq import viz_rd
+    from hvq.plots import rd
 
     # unordered rows, one with a NaN metric (ignored); sqrt(0.1 * 0.4) = 0.2 is the log midpoint
     curve = _curve([0.4, 0.1, 0.3], [30.0, 20.0, float("nan")])
-    got = viz_rd.quality_at_rates(curve, "psnr", [0.1, 0.2, 0.4, 0.05, 0.5])
+    got = rd.quality_at_rates(curve, "psnr", [0.1, 0.2, 0.4, 0.05, 0.5])
     np.testing.assert_allclose(got[:3], [20.0, 25.0, 30.0])
     assert np.isnan(got[3:]).all()  # outside the rates the curve covers
     np.testing.assert_allclose(
-        viz_rd.common_rates(_curve([0.1, 0.4], [1, 2]), _curve([0.2, 1.0], [1, 2]), n=3),
+        rd.common_rates(_curve([0.1, 0.4], [1, 2]), _curve([0.2, 1.0], [1, 2]), n=3),
         [0.2, 0.2**0.5 * 0.4**0.5, 0.4],
     )
-    assert viz_rd.common_rates(_curve([0.1, 0.2], [1, 2]), _curve([0.3, 1.0], [1, 2])).size == 0
+    assert rd.common_rates(_curve([0.1, 0.2], [1, 2]), _curve([0.3, 1.0], [1, 2])).size == 0
 
 
 def test_results_curve_and_at_common_rates(tmp_path):
     import pandas as pd
 
-    from hvq import viz_rd
+    from hvq.plots import rd
 
     summary = pd.DataFrame({
         "codec": ["hvq", "hvq", "hvq", "jpeg", "jpeg"], "point": ["b", "a", "c", "q5", "q1"],
         "bpp": [0.4, 0.1, 0.2, 0.8, 0.2], "psnr": [24.0, 20.0, 22.0, 30.0, 24.0],
     })  # fmt: skip
     hvq_json = {"curves": {"ratio sweep": ["a", "b"]}, "n_images": 1}
-    res = viz_rd.Results(tmp_path, summary, summary, summary, hvq_json)
+    res = rd.Results(tmp_path, summary, summary, summary, hvq_json)
     assert res.anchor_names == ["jpeg"]
     assert list(res.curve("ratio sweep").point) == ["a", "b"]  # its points only, by rate
     assert list(res.curve("jpeg").point) == ["q1", "q5"]
     with pytest.raises(KeyError, match="one of ratio sweep, jpeg"):
         res.curve("webp")
-    table = viz_rd.at_common_rates({c: res.curve(c) for c in ("ratio sweep", "jpeg")}, "psnr", n=3)
+    table = rd.at_common_rates({c: res.curve(c) for c in ("ratio sweep", "jpeg")}, "psnr", n=3)
     np.testing.assert_allclose(table.index, [0.2, 0.2**0.5 * 0.4**0.5, 0.4])  # the rates both reach
     np.testing.assert_allclose(table["ratio sweep"], [22.0, 23.0, 24.0])  # 20 + 4 * log(r/0.1)/log(4)
     np.testing.assert_allclose(table["jpeg"], [24.0, 25.5, 27.0])
@@ -168,14 +168,14 @@ class _MeanAbs(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def live():
-    from hvq import viz_rd
+    from hvq.plots import rd
 
     torch.manual_seed(0)
     model = vary_hyper_tables(HVQCodec(load_config("smoke").model).eval())
     yy, xx = np.mgrid[0:40, 0:56]
     noise = np.random.default_rng(0).integers(0, 60, (40, 56, 3))
     pixels = (np.stack([4 * xx, 6 * yy, 3 * (xx + yy)], -1) + noise).clip(0, 255).astype(np.uint8)
-    return model, pixels, viz_rd.LiveCoder(model, pixels, "jpeg", lpips=_MeanAbs())
+    return model, pixels, rd.LiveCoder(model, pixels, "jpeg", lpips=_MeanAbs())
 
 
 def test_live_coder_codes_for_real(live, monkeypatch):
@@ -193,7 +193,7 @@ def test_live_coder_codes_for_real(live, monkeypatch):
     assert point.hvq.psnr == pytest.approx(psnr(x, to_tensor(decoded)))
     assert point.hvq.lpips == pytest.approx(float((x - to_tensor(decoded)).abs().mean()), rel=1e-5)
     sym = model.analyze(x, 1.0, 0.4, 0.5)
-    np.testing.assert_allclose(point.bits, viz.bits_per_pixel_map(sym))
+    np.testing.assert_allclose(point.bits, maps.bits_per_pixel_map(sym))
     n_bytes, anchor_pixels, _, _ = baselines.encode_decode("jpeg", pixels, point.anchor_quality)
     assert point.anchor.n_bytes == n_bytes and np.array_equal(point.anchor.pixels, anchor_pixels)
     assert point.anchor_codec == "jpeg" and point.lam == 1.0 and point.coarse_ratio == 0.4
@@ -218,7 +218,8 @@ def test_live_coder_codes_for_real(live, monkeypatch):
 
 
 def test_anchor_quality_is_the_closest_with_few_encodes(live, monkeypatch):
-    from hvq import baselines, viz_rd
+    from hvq import baselines
+    from hvq.plots import rd
 
     model, pixels, _ = live
     sizes = [300 + 9 * q + q * q // 7 for q in range(101)]  # increasing, as a codec's file sizes
@@ -229,7 +230,7 @@ def test_anchor_quality_is_the_closest_with_few_encodes(live, monkeypatch):
         return sizes[quality], image, 0.0, 0.0
 
     monkeypatch.setattr(baselines, "encode_decode", fake)
-    coder = viz_rd.LiveCoder(model, pixels, "jpeg", lpips=_MeanAbs())
+    coder = rd.LiveCoder(model, pixels, "jpeg", lpips=_MeanAbs())
     bpp = np.array(sizes) * 8 / pixels[..., 0].size
     targets = np.random.default_rng(1).uniform(0.5 * bpp[0], 1.2 * bpp[-1], 40)
     for t in targets:
@@ -243,24 +244,24 @@ def test_anchor_quality_is_the_closest_with_few_encodes(live, monkeypatch):
 
 
 def _fake_point(hvq_values=(0.2, 25.0, 0.30), anchor_values=(0.21, 30.0, 0.12), lam=1.41, ratio=0.45):
-    from hvq import viz_rd
+    from hvq.plots import rd
 
     pixels = np.full((16, 24, 3), 128, np.uint8)
 
     def rec(label, values):
         bpp, psnr_db, lpips_value = values
         n_bytes = round(bpp * 16 * 24 / 8)
-        return viz_rd.Reconstruction(label, pixels + 1, n_bytes, bpp, psnr_db, lpips_value)
+        return rd.Reconstruction(label, pixels + 1, n_bytes, bpp, psnr_db, lpips_value)
 
     bits = np.linspace(0, 1, 16 * 24).reshape(16, 24)
-    return viz_rd.LivePoint(lam, ratio, ratio, b"x", rec("hvq", hvq_values), bits, "avif", 40,
+    return rd.LivePoint(lam, ratio, ratio, b"x", rec("hvq", hvq_values), bits, "avif", 40,
                             rec("avif q=40", anchor_values), 1.5)  # fmt: skip
 
 
 def _frames():
     import pandas as pd
 
-    from hvq import plots
+    from hvq.plots import figures
 
     summary = pd.DataFrame({
         "codec": ["hvq", "hvq", "avif", "avif"], "point": ["a", "b", "q0", "q8"],
@@ -268,16 +269,16 @@ def _frames():
     })  # fmt: skip
     curves = {"hvq ratio sweep": ["a", "b"]}
     own = summary.assign(bpp=summary.bpp * 1.1, psnr=summary.psnr + 1)
-    return plots.rd_frame(summary, curves), plots.rd_frame(own, curves)
+    return figures.rd_frame(summary, curves), figures.rd_frame(own, curves)
 
 
 def test_live_figure_shows_the_point_on_the_curves():
-    from hvq import viz_rd
+    from hvq.plots import rd
 
     point = _fake_point()
     kodak, own = _frames()
     original = np.zeros((16, 24, 3), np.uint8)
-    fig = viz_rd.live_figure(kodak, point, original, own, title="kodim23")
+    fig = rd.live_figure(kodak, point, original, own, title="kodim23")
     rd_axes = fig.axes[:2]
     for ax, metric in zip(rd_axes, ("lpips", "psnr"), strict=True):
         xy = {
@@ -301,10 +302,10 @@ def test_live_figure_shows_the_point_on_the_curves():
 
 
 def test_readout_html_has_every_number_unclipped():
-    from hvq import viz_rd
+    from hvq.plots import rd
 
     point = _fake_point()
-    html = viz_rd.readout_html(point)
+    html = rd.readout_html(point)
     assert "white-space: nowrap" in html
     for text in (
         "0.2000",
@@ -321,9 +322,9 @@ def test_readout_html_has_every_number_unclipped():
 
 
 def test_rate_sliders_run_from_low_to_high_rate():
-    from hvq import viz_rd
+    from hvq.plots import rd
 
-    sliders = viz_rd.rate_sliders((0.25, 8.0), (0.0, 0.9), lam=2**0.5, ratio=0.45)
+    sliders = rd.rate_sliders((0.25, 8.0), (0.0, 0.9), lam=2**0.5, ratio=0.45)
     lambdas = [v for _, v in sliders["lam"].options]
     assert len(lambdas) == 21 and lambdas[0] == pytest.approx(0.25) and lambdas[-1] == pytest.approx(8.0)
     np.testing.assert_allclose(np.diff(np.log(lambdas)), np.log(32) / 20)  # evenly spaced in log
@@ -333,12 +334,12 @@ def test_rate_sliders_run_from_low_to_high_rate():
         np.testing.assert_allclose(ratios, np.linspace(0.9, 0.0, 19))  # most coarse (fewest bits) first
         assert sliders[name].value == 0.45
         assert max(len(label) for label, _ in sliders[name].options) <= 4  # short readouts
-    reverse = viz_rd.rate_sliders((0.25, 8.0), (0.0, 0.9), lam=1.0, ratio=0.2, lambda_raises_rate=False)
+    reverse = rd.rate_sliders((0.25, 8.0), (0.0, 0.9), lam=1.0, ratio=0.2, lambda_raises_rate=False)
     assert [v for _, v in reverse["lam"].options] == lambdas[::-1] and reverse["coarse_ratio"].value == 0.2
 
 
 def test_live_panel_draws_first_and_recodes_on_release():
-    from hvq import viz_rd
+    from hvq.plots import rd
 
     initial, moved = _fake_point(), _fake_point(hvq_values=(0.3, 26.0, 0.25), ratio=0.3)
     calls = []
@@ -351,19 +352,19 @@ def test_live_panel_draws_first_and_recodes_on_release():
 
     def draw(point):
         drawn.append(point)
-        return viz_rd.live_figure(*_frames()[:1], point, np.zeros((16, 24, 3), np.uint8))
+        return rd.live_figure(*_frames()[:1], point, np.zeros((16, 24, 3), np.uint8))
 
-    sliders = viz_rd.rate_sliders((0.25, 8.0), (0.0, 0.9), lam=2**0.5, ratio=0.45)
-    panel = viz_rd.live_panel(coder, draw, sliders, initial)
+    sliders = rd.rate_sliders((0.25, 8.0), (0.0, 0.9), lam=2**0.5, ratio=0.45)
+    panel = rd.live_panel(coder, draw, sliders, initial)
     readout, out = panel.children[-2:]
-    assert readout.value == viz_rd.readout_html(initial) and drawn == [initial] and calls == []
+    assert readout.value == rd.readout_html(initial) and drawn == [initial] and calls == []
     assert out.outputs and "image/png" in out.outputs[0]["data"]  # the figure, before any move
     sliders["coarse_ratio"].value = 0.3
     assert calls == [{"lam": sliders["lam"].value, "coarse_ratio": 0.3, "medium_ratio": 0.45}]
-    assert readout.value == viz_rd.readout_html(moved) and drawn[-1] is moved
+    assert readout.value == rd.readout_html(moved) and drawn[-1] is moved
 
 
-# ------------------------------------------------------------------ hvq.plots: the notebooks' figures
+# ------------------------------------------------------------------ hvq.plots.figures: the notebooks' figures
 
 
 def _images(fig):
@@ -371,38 +372,38 @@ def _images(fig):
 
 
 def test_reconstruction_figure_shows_the_inputs_and_their_error(coded):
-    from hvq import plots
+    from hvq.plots import figures
 
     _, x, _, _ = coded
     x_hat = (x + 0.1 * torch.rand(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
-    fig = plots.reconstruction_figure(x, x_hat, ["a", "b"])
+    fig = figures.reconstruction_figure(x, x_hat, ["a", "b"])
     images = _images(fig)
     assert len(images) == 3 and len(fig.axes) == 4  # three panels and a colour bar
-    np.testing.assert_allclose(images[0].get_array(), viz.to_numpy_image(x))
-    np.testing.assert_allclose(images[1].get_array(), viz.to_numpy_image(x_hat))
+    np.testing.assert_allclose(images[0].get_array(), maps.to_numpy_image(x))
+    np.testing.assert_allclose(images[1].get_array(), maps.to_numpy_image(x_hat))
     np.testing.assert_allclose(images[2].get_array(), (x - x_hat).abs().mean(0).numpy(), rtol=1e-6)
     assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"]
 
 
 def test_file_anatomy_figure_bars_are_the_stream_sizes(coded):
-    from hvq import plots
+    from hvq.plots import figures
 
     _, x, sym, data = coded
-    sizes = viz.stream_sizes(data)
-    fig = plots.file_anatomy_figure(sizes, sym, x)
+    sizes = maps.stream_sizes(data)
+    fig = figures.file_anatomy_figure(sizes, sym, x)
     bars = fig.axes[0].patches
     assert [b.get_width() for b in bars] == list(sizes.values())
     assert fig.axes[0].get_title() == f"{len(data)} bytes in all"
-    np.testing.assert_allclose(fig.axes[2].get_images()[0].get_array(), viz.bits_per_pixel_map(sym))
+    np.testing.assert_allclose(fig.axes[2].get_images()[0].get_array(), maps.bits_per_pixel_map(sym))
 
 
 def test_renormalisation_and_integer_table_figures_plot_their_inputs():
-    from hvq import plots
+    from hvq.plots import figures
 
     codebook = np.array([-1.0, 0.0, 0.5, 2.0])
     dens = np.exp(-0.5 * codebook**2) / np.sqrt(2 * np.pi)
     probs = dens / dens.sum()
-    fig = plots.renormalisation_figure(codebook, 0.0, 1.0, dens, probs)
+    fig = figures.renormalisation_figure(codebook, 0.0, 1.0, dens, probs)
     left, right = fig.axes
     np.testing.assert_allclose([b.get_height() for b in right.patches], probs)
     stem_y = left.containers[0].markerline.get_ydata()
@@ -410,18 +411,18 @@ def test_renormalisation_and_integer_table_figures_plot_their_inputs():
     assert f"{dens.sum():.3f}" in left.get_title() and "1.000" in right.get_title()
 
     p_int = probs * (1 + np.array([0.01, -0.02, 0.0, 0.03]))
-    fig = plots.integer_table_figure(probs, p_int, 2.0**-24)
+    fig = figures.integer_table_figure(probs, p_int, 2.0**-24)
     x_data, y_data = fig.axes[0].lines[0].get_data()
     np.testing.assert_allclose(x_data, probs)
     np.testing.assert_allclose(y_data, p_int)
 
 
 def test_toy_figure_sizes_codes_by_probability_and_rings_the_nearest():
-    from hvq import plots
+    from hvq.plots import figures
 
     codebook = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
     probs = np.array([0.5, 0.3, 0.2])
-    fig = plots.toy_figure(codebook, probs, (0.9, 0.1), (1.0, 0.5), k_star=2, feature=(0.1, 1.8))
+    fig = figures.toy_figure(codebook, probs, (0.9, 0.1), (1.0, 0.5), k_star=2, feature=(0.1, 1.8))
     ax = fig.axes[0]
     dots = ax.collections[0]
     np.testing.assert_allclose(dots.get_offsets(), codebook)
@@ -433,12 +434,12 @@ def test_toy_figure_sizes_codes_by_probability_and_rings_the_nearest():
 
 
 def test_sigma_limits_rate_field_and_rate_line_figures_plot_their_inputs():
-    from hvq import plots
+    from hvq.plots import figures
 
     sigmas = np.logspace(-2, 2, 9)
     max_p = {"a": np.linspace(1, 0.1, 9), "b": np.linspace(0.9, 0.1, 9)}
     entropy = {"a": np.linspace(0, 3, 9), "b": np.linspace(0, 2.9, 9)}
-    fig = plots.sigma_limits_figure(sigmas, max_p, entropy, (0.1, 10.0), 8)
+    fig = figures.sigma_limits_figure(sigmas, max_p, entropy, (0.1, 10.0), 8)
     left, right = fig.axes
     np.testing.assert_allclose(left.lines[1].get_ydata(), max_p["b"])
     np.testing.assert_allclose(right.lines[0].get_ydata(), entropy["a"])
@@ -447,54 +448,54 @@ def test_sigma_limits_rate_field_and_rate_line_figures_plot_their_inputs():
     lin = np.linspace(-1, 1, 3)
     mu_y, mu_x = np.meshgrid(lin, lin, indexing="ij")
     grad = np.stack([mu_x, 2 * mu_y])
-    fig = plots.rate_field_figure(mu_x, mu_y, mu_x**2 + mu_y**2, grad, np.zeros((2, 2)), 0, 1.0)
+    fig = figures.rate_field_figure(mu_x, mu_y, mu_x**2 + mu_y**2, grad, np.zeros((2, 2)), 0, 1.0)
     quiver = next(c for c in fig.axes[0].collections if hasattr(c, "U"))
     np.testing.assert_allclose(quiver.U.ravel(), -grad[0].ravel())
     np.testing.assert_allclose(quiver.V.ravel(), -grad[1].ravel())
 
     line = np.linspace(-2, 2, 5)
-    fig = plots.rate_along_line_figure(line, {0.5: line**2, 2.0: line**2 / 4}, 5.5, 0.3)
+    fig = figures.rate_along_line_figure(line, {0.5: line**2, 2.0: line**2 / 4}, 5.5, 0.3)
     ax = fig.axes[0]
     np.testing.assert_allclose(ax.lines[1].get_ydata(), line**2 / 4)
     assert ax.lines[2].get_ydata()[0] == 5.5 and ax.lines[3].get_xdata()[0] == 0.3
 
 
 def test_coder_figures_stack_what_they_are_given():
-    from hvq import plots
+    from hvq.plots import figures
 
-    fig = plots.index_cost_figure(["a", "b"], [100.0, 50.0], [128.0, 64.0])
+    fig = figures.index_cost_figure(["a", "b"], [100.0, 50.0], [128.0, 64.0])
     bars = fig.axes[0].patches
     assert [b.get_width() for b in bars] == [100.0, 50.0, 28.0, 14.0]  # ideal, then overhead
     assert [b.get_x() for b in bars[2:]] == [100.0, 50.0]  # the overhead starts where the ideal ends
 
-    fig = plots.entropy_models_figure([10, 20, 30], [8, 15, 20], [1, 2, 3], "t")
+    fig = figures.entropy_models_figure([10, 20, 30], [8, 15, 20], [1, 2, 3], "t")
     bars = fig.axes[0].patches
     assert [b.get_height() for b in bars] == [10, 20, 30, 8, 15, 20, 1, 2, 3]
     assert [b.get_y() for b in bars[6:]] == [8, 15, 20]  # z sits on top of the index bytes
 
 
 def test_bits_maps_figure_one_row_per_table(coded):
-    from hvq import plots
+    from hvq.plots import figures
 
     model, _, sym, _ = coded
     static = model.static_freqs.numpy()
-    fig = plots.bits_maps_figure(sym, {"hyperprior": None, "static": static})
+    fig = figures.bits_maps_figure(sym, {"hyperprior": None, "static": static})
     images = _images(fig)
     assert len(images) == 6
     for row, table in enumerate((None, static)):
         for g in range(3):
             shown = np.ma.filled(images[3 * row + g].get_array().astype(float), np.nan)
-            np.testing.assert_allclose(shown, viz.bits_map(sym, g, table))
+            np.testing.assert_allclose(shown, maps.bits_map(sym, g, table))
     assert len({im.norm.vmax for im in images}) == 1  # one colour scale
 
 
 def test_desync_figure_counts_the_wrong_symbols_and_marks_a_stop():
-    from hvq import plots
+    from hvq.plots import figures
 
     sent = np.arange(200) % 7
     decoded = sent[:150].copy()
     decoded[40:] = (decoded[40:] + 1) % 7
-    fig = plots.desync_figure(sent, decoded, n_show=60, stopped="error")
+    fig = figures.desync_figure(sent, decoded, n_show=60, stopped="error")
     top, bottom = fig.axes
     assert len(top.lines[0].get_xdata()) == 60
     wrong = bottom.lines[0].get_ydata()
@@ -505,7 +506,7 @@ def test_desync_figure_counts_the_wrong_symbols_and_marks_a_stop():
 def test_training_terms_figure_stacks_the_rate(tmp_path):
     import pandas as pd
 
-    from hvq import plots
+    from hvq.plots import figures
 
     log = pd.DataFrame(
         {
@@ -520,7 +521,7 @@ def test_training_terms_figure_stacks_the_rate(tmp_path):
             "perplexity": [5.0, 9.0, 12.0],
         }
     )
-    fig = plots.training_terms_figure(log, 50.0, 1.0, 0.25)
+    fig = figures.training_terms_figure(log, 50.0, 1.0, 0.25)
     assert len(fig.axes) == 4  # three panels and the perplexity axis
     top_of_stack = fig.axes[0].collections[-1].get_paths()[0].vertices[:, 1].max()
     assert top_of_stack == pytest.approx(0.33)
@@ -532,7 +533,7 @@ def test_lambda_sweep_figure_ticks_are_the_lambdas_and_do_not_overlap():
     import pandas as pd
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from hvq import plots
+    from hvq.plots import figures
 
     lams = np.geomspace(0.25, 8.0, 4)
     sweep = pd.DataFrame(
@@ -544,7 +545,7 @@ def test_lambda_sweep_figure_ticks_are_the_lambdas_and_do_not_overlap():
             "lpips": [0.3, 0.25, 0.2, 0.15],
         }
     )
-    fig = plots.lambda_sweep_figure(sweep)
+    fig = figures.lambda_sweep_figure(sweep)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     renderer = canvas.get_renderer()
@@ -558,46 +559,46 @@ def test_lambda_sweep_figure_ticks_are_the_lambdas_and_do_not_overlap():
 
 
 def test_image_grid_and_rate_figures_show_their_images(coded):
-    from hvq import plots
+    from hvq.plots import figures
 
     model, x, sym, data = coded
-    fig = plots.image_grid_figure({"row a": [(x, "1"), (x, "2")], "row b": [(x, "3"), (x, "4")]})
+    fig = figures.image_grid_figure({"row a": [(x, "1"), (x, "2")], "row b": [(x, "3"), (x, "4")]})
     assert len(_images(fig)) == 4 and [ax.get_title() for ax in fig.axes] == ["1", "2", "3", "4"]
 
     p = np.linspace(0, 1, 5)
-    fig = plots.rate_curve_figure(p, p + 0.1, p[::2], p[::2] + 0.12, (0.1, 1.1), "t")
+    fig = figures.rate_curve_figure(p, p + 0.1, p[::2], p[::2] + 0.12, (0.1, 1.1), "t")
     np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), p[::2] + 0.12)
 
     x_hat = model.decompress(data)
-    fig = plots.rate_target_figure(x, x_hat, sym, "title")
+    fig = figures.rate_target_figure(x, x_hat, sym, "title")
     from hvq.metrics import psnr
 
     assert f"PSNR {psnr(x, x_hat):.2f} dB" in fig.axes[0].get_title()
-    np.testing.assert_allclose(fig.axes[2].get_images()[0].get_array(), viz.bits_per_pixel_map(sym))
+    np.testing.assert_allclose(fig.axes[2].get_images()[0].get_array(), maps.bits_per_pixel_map(sym))
 
 
 def test_roi_figure_one_row_per_file_with_the_box(coded):
-    from hvq import plots
+    from hvq.plots import figures
 
     model, x, sym, data = coded
     x_hat = model.decompress(data)
     box = (8, 4, 24, 20)
-    fig = plots.roi_figure(x, box, [("a", sym, x_hat, len(data)), ("b", sym, x_hat, 2 * len(data))])
+    fig = figures.roi_figure(x, box, [("a", sym, x_hat, len(data)), ("b", sym, x_hat, 2 * len(data))])
     h, w = x.shape[1:]
     rows = [ax for ax in fig.axes if ax.get_images()]
     assert len(rows) == 8
     assert f"{8 * len(data) / (h * w):.4f} bpp" in rows[2].get_title()
     assert f"{16 * len(data) / (h * w):.4f} bpp" in rows[6].get_title()
-    np.testing.assert_allclose(rows[3].get_images()[0].get_array(), viz.to_numpy_image(x_hat[:, 4:20, 8:24]))
+    np.testing.assert_allclose(rows[3].get_images()[0].get_array(), maps.to_numpy_image(x_hat[:, 4:20, 8:24]))
     box_patches = [p for ax in rows[:3] for p in ax.patches if p.get_width() == 16]
     assert len(box_patches) == 3
 
 
 def test_gradient_flow_figure_bars_and_zeros():
-    from hvq import plots
+    from hvq.plots import figures
 
     norms = {"rate": {"encoder": 0.5, "decoder": 0.0}, "distortion": {"encoder": 7.0, "decoder": 26.0}}
-    fig = plots.gradient_flow_figure(norms)
+    fig = figures.gradient_flow_figure(norms)
     ax = fig.axes[0]
     heights = [b.get_height() for b in ax.patches]
     assert heights[0] == 0.5 and np.isnan(heights[1]) and heights[2:] == [7.0, 26.0]

@@ -2,7 +2,7 @@
 
 A *move* (a new image, target rate or region of interest) runs
 :func:`hvq.ratecontrol.compress_to_bpp` on a downscaled Kodak image, decodes the file, and shows the
-reconstruction, where the index bits went (:func:`hvq.viz.bits_per_pixel_map`) and a readout of the
+reconstruction, where the index bits went (:func:`hvq.plots.maps.bits_per_pixel_map`) and a readout of the
 file: achieved bpp, bytes, PSNR and the seconds the move took. Each move starts from the pixels, so
 the time per move is the rate control's own; what is cached is per image (the downscaled pixels and
 the reachable band that sets the slider's range). At ``LONG_SIDE = 384`` a move costs 1.0-1.6 s of CPU
@@ -38,9 +38,9 @@ from hvq.data import kodak_dir, load_image
 from hvq.metrics import bits_per_pixel, psnr
 from hvq.model import HVQCodec
 from hvq.nets.router import box_mask
+from hvq.plots.maps import bits_per_pixel_map
 from hvq.pretrained import load_pretrained
 from hvq.ratecontrol import RateTargetError, compress_to_bpp, reachable_bpp
-from hvq.viz import bits_per_pixel_map
 
 #: Kodak images offered by the picker: a portrait, hats, a lighthouse, parrots.
 DEMO_IMAGES = ("kodim04", "kodim03", "kodim19", "kodim23")

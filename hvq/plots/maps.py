@@ -1,16 +1,16 @@
-"""Small helpers for the notebooks: per-position bit maps, granularity maps, stream sizes, plots.
+"""Maps from decoded symbols, for the notebooks and figures: per-position bits, granularity, stream sizes.
 
 The *computations* (bits of each coded index from the integer tables, the granularity of every pixel,
 the bytes of each stream in a ``.hvq`` file, a box-shaped region of interest) are plain functions
 returning numpy arrays or tensors, so they can be tested and reused; the plotting helpers only draw
-them with matplotlib (imported lazily, so ``import hvq.viz`` stays cheap).
+them with matplotlib (imported lazily, so ``import hvq.plots.maps`` stays cheap).
 
 Granularity order is the model's: ``g = 0`` fine (1/4 resolution), ``1`` medium (1/8), ``2`` coarse
 (1/16) (``hvq.model.GRANULARITIES``, ``hvq.model.STRIDES``).
 
-    >>> from hvq import viz                                             # doctest: +SKIP
+    >>> from hvq.plots import maps                                      # doctest: +SKIP
     >>> sym = model.analyze(x, lam=1.4)                                 # doctest: +SKIP
-    >>> viz.bits_map(sym, 0).shape        # (h/4, w/4) bits, NaN where not coded fine   # doctest: +SKIP
+    >>> maps.bits_map(sym, 0).shape        # (h/4, w/4) bits, NaN where not coded fine   # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -41,12 +41,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, Patch, Rectangle
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter
 
-from hvq import baselines, viz
+from hvq import baselines
 from hvq.data import load_image_uint8, to_tensor
 from hvq.evaluate import MIDDLE_RATIO, RatePoint, dataset_images
 from hvq.metrics import bits_per_pixel, lpips_distance, psnr, shared_lpips
 from hvq.model import GRANULARITIES, STRIDES, HVQCodec, Symbols
 from hvq.perceptual import LPIPS
+from hvq.plots import maps
 
 #: y axis of each rate-distortion figure: (summary column, label, file name).
 RD_FIGURES = (
@@ -278,23 +279,23 @@ def granularity_figure(
     point: RatePoint | None = None,
 ) -> Path:
     """The image, its granularity mask, and the bits of every coded index per granularity
-    (:func:`hvq.viz.granularity_map`, :func:`hvq.viz.bits_map`: what the range coder spends, from the
-    integer tables it uses)."""
+    (:func:`hvq.plots.maps.granularity_map`, :func:`hvq.plots.maps.bits_map`: what the range coder
+    spends, from the integer tables it uses)."""
     point = point or _middle_point(model)
     pixels = load_image_uint8(image_path)
     h, w = pixels.shape[:2]
     sym = model.analyze(to_tensor(pixels), point.lam, point.coarse_ratio, point.medium_ratio)
-    label = viz.granularity_map(sym)
-    bit_maps = [viz.bits_map(sym, g) for g in range(len(STRIDES))]
+    label = maps.granularity_map(sym)
+    bit_maps = [maps.bits_map(sym, g) for g in range(len(STRIDES))]
     fig = Figure(figsize=(18.0, 3.6), layout="constrained")
     axes = fig.subplots(1, 5)
     axes[0].imshow(pixels)
     axes[0].set_title(Path(image_path).stem)
     colors = np.array(
-        [[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in viz.GRANULARITY_COLOURS], dtype=np.uint8
+        [[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in maps.GRANULARITY_COLOURS], dtype=np.uint8
     )
     axes[1].imshow(colors[label], interpolation="nearest")
-    patches = [Patch(color=c, label=g) for c, g in zip(viz.GRANULARITY_COLOURS, GRANULARITIES, strict=True)]
+    patches = [Patch(color=c, label=g) for c, g in zip(maps.GRANULARITY_COLOURS, GRANULARITIES, strict=True)]
     axes[1].legend(handles=patches, fontsize=7, loc="lower right")
     axes[1].set_title(f"granularity (ratios {point.coarse_ratio:.2f}/{point.medium_ratio:.2f})")
     vmax = max((float(np.nanmax(b)) for b in bit_maps if np.isfinite(b).any()), default=1.0)
@@ -383,12 +384,12 @@ def make_figures(
 #
 # One function per figure of the notebooks: the notebook computes the numbers in a few visible lines,
 # these functions only draw them. Each returns a Figure (no pyplot state); a notebook shows it with
-# ``display(fig)``, and ``hvq.viz.figure_panel`` redraws it from a control.
+# ``display(fig)``, and ``hvq.plots.maps.figure_panel`` redraws it from a control.
 
 
 def _stream_colour(name: str) -> str:
-    """Colour of a stream of :func:`hvq.viz.stream_sizes`: its granularity's, grey for the rest."""
-    for g, colour in zip(GRANULARITIES, viz.GRANULARITY_COLOURS, strict=True):
+    """Colour of a stream of :func:`hvq.plots.maps.stream_sizes`: its granularity's, grey for the rest."""
+    for g, colour in zip(GRANULARITIES, maps.GRANULARITY_COLOURS, strict=True):
         if name.endswith(g):
             return colour
     return "0.6" if name == "mask" else "0.3"
@@ -404,7 +405,7 @@ def reconstruction_figure(
     h, w = x.shape[-2:]
     fig = Figure(figsize=(15.0, 5.0 * h / w + 0.7), layout="constrained")
     axes = fig.subplots(1, 3)
-    viz.show_images([x, x_hat], titles, axes=axes[:2])
+    maps.show_images([x, x_hat], titles, axes=axes[:2])
     err = axes[2].imshow((x - x_hat).abs().mean(0).cpu().numpy(), cmap="inferno", vmin=0, vmax=vmax)
     axes[2].set_title("absolute error (mean over RGB)", fontsize=9)
     axes[2].set_axis_off()
@@ -413,7 +414,7 @@ def reconstruction_figure(
 
 
 def file_anatomy_figure(sizes: dict[str, int], sym: Symbols, image: torch.Tensor) -> Figure:
-    """Bytes per stream of a file (``hvq.viz.stream_sizes``), the granularity of every pixel over the
+    """Bytes per stream of a file (``hvq.plots.maps.stream_sizes``), the granularity of every pixel over the
     image, and the index bits spread over the pixels each code covers (notebook 00).
 
     ``image``: ``(3, H, W)``, the image ``sym`` was analysed from.
@@ -424,9 +425,9 @@ def file_anatomy_figure(sizes: dict[str, int], sym: Symbols, image: torch.Tensor
     axes[0].barh(names, [sizes[n] for n in names], color=[_stream_colour(n) for n in names])
     axes[0].invert_yaxis()
     axes[0].set(xlabel="bytes", title=f"{sum(sizes.values())} bytes in all")
-    viz.plot_granularity_map(sym, ax=axes[1], image=image)
+    maps.plot_granularity_map(sym, ax=axes[1], image=image)
     axes[1].set_title("granularity of each pixel", fontsize=9)
-    shown = axes[2].imshow(viz.bits_per_pixel_map(sym), cmap="magma")
+    shown = axes[2].imshow(maps.bits_per_pixel_map(sym), cmap="magma")
     axes[2].set_title("index bits per pixel", fontsize=9)
     axes[2].set_axis_off()
     fig.colorbar(shown, ax=axes[2], shrink=0.8, label="bits / pixel")
@@ -692,14 +693,16 @@ def bits_maps_figure(sym: Symbols, tables_by_row: dict[str, np.ndarray | None]) 
     another granularity), one row per pricing: ``None`` for the file's per-position tables, or one
     shared ``(K,)`` table (e.g. the static histogram). One colour scale for all panels: the 99th
     percentile of all bits shown (notebook 02)."""
-    maps = {label: [viz.bits_map(sym, g, table) for g in range(3)] for label, table in tables_by_row.items()}
-    finite = np.concatenate([m[np.isfinite(m)] for row in maps.values() for m in row])
+    bit_maps = {
+        label: [maps.bits_map(sym, g, table) for g in range(3)] for label, table in tables_by_row.items()
+    }
+    finite = np.concatenate([m[np.isfinite(m)] for row in bit_maps.values() for m in row])
     vmax = float(np.percentile(finite, 99)) if finite.size else 1.0
     cmap = colormaps["magma"].with_extremes(bad="0.85")
-    fig = Figure(figsize=(13.0, 4.1 * len(maps)), layout="constrained")
-    axes = fig.subplots(len(maps), 3, squeeze=False)
+    fig = Figure(figsize=(13.0, 4.1 * len(bit_maps)), layout="constrained")
+    axes = fig.subplots(len(bit_maps), 3, squeeze=False)
     shown = None
-    for row, (label, row_maps) in enumerate(maps.items()):
+    for row, (label, row_maps) in enumerate(bit_maps.items()):
         for g, (ax, bits) in enumerate(zip(axes[row], row_maps, strict=True)):
             shown = ax.imshow(bits, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
             ax.set_title(
@@ -814,7 +817,7 @@ def image_grid_figure(rows: dict[str, Sequence[tuple[torch.Tensor, str]]], size:
     fig = Figure(figsize=(size * n_cols, (size * h / w + 0.4) * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for r, (label, items) in enumerate(rows.items()):
-        viz.show_images([im for im, _ in items], [t for _, t in items], axes=axes[r])
+        maps.show_images([im for im, _ in items], [t for _, t in items], axes=axes[r])
         axes[r, 0].text(
             -0.05, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right"
         )
@@ -849,12 +852,12 @@ def rate_target_figure(x: torch.Tensor, x_hat: torch.Tensor, sym: Symbols, title
     the original, and where the index bits went (notebook 05). ``x``, ``x_hat``: ``(3, H, W)``."""
     fig = Figure(figsize=(14.0, 5.0), layout="constrained")
     axes = fig.subplots(1, 3)
-    viz.show_images([x_hat], [f"decoded: PSNR {psnr(x, x_hat):.2f} dB"], axes=axes[:1])
-    viz.plot_granularity_map(sym, ax=axes[1], image=x)
+    maps.show_images([x_hat], [f"decoded: PSNR {psnr(x, x_hat):.2f} dB"], axes=axes[:1])
+    maps.plot_granularity_map(sym, ax=axes[1], image=x)
     axes[1].set_title(
         f"granularity: coarse ratio {sym.coarse_ratio:.3f}, medium {sym.medium_ratio:.3f}", fontsize=9
     )
-    shown = axes[2].imshow(viz.bits_per_pixel_map(sym), cmap="magma")
+    shown = axes[2].imshow(maps.bits_per_pixel_map(sym), cmap="magma")
     axes[2].set_title("index bits per pixel", fontsize=9)
     axes[2].set_axis_off()
     fig.colorbar(shown, ax=axes[2], shrink=0.75)
@@ -871,13 +874,13 @@ def roi_figure(
     decoded image, file bytes)``."""
     x0, y0, x1, y1 = box
     h, w = x.shape[-2:]
-    maps = [viz.bits_per_pixel_map(sym) for _, sym, _, _ in rows]
-    vmax = max(float(np.percentile(m, 99.5)) for m in maps)
+    bit_maps = [maps.bits_per_pixel_map(sym) for _, sym, _, _ in rows]
+    vmax = max(float(np.percentile(m, 99.5)) for m in bit_maps)
     fig = Figure(figsize=(16.0, 4.1 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), 4, squeeze=False)
     shown = None
-    for row, ((label, sym, x_hat, n_bytes), bits) in enumerate(zip(rows, maps, strict=True)):
-        viz.plot_granularity_map(sym, ax=axes[row, 0], image=x)
+    for row, ((label, sym, x_hat, n_bytes), bits) in enumerate(zip(rows, bit_maps, strict=True)):
+        maps.plot_granularity_map(sym, ax=axes[row, 0], image=x)
         axes[row, 0].set_title(
             f"{label}: coarse {sym.coarse_ratio:.2f}, medium {sym.medium_ratio:.2f}", fontsize=9
         )
@@ -885,7 +888,7 @@ def roi_figure(
         axes[row, 1].set_title("index bits per pixel", fontsize=9)
         axes[row, 1].set_axis_off()
         inside = psnr(x[:, y0:y1, x0:x1], x_hat[:, y0:y1, x0:x1])
-        viz.show_images(
+        maps.show_images(
             [x_hat, x_hat[:, y0:y1, x0:x1]],
             [
                 f"{bits_per_pixel(n_bytes, h, w):.4f} bpp, PSNR {psnr(x, x_hat):.2f} dB",

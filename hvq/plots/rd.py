@@ -1,6 +1,6 @@
 """Helpers for the rate-distortion notebook (``notebooks/04_kodak_rd_curves.ipynb``).
 
-The figures of the results themselves come from :mod:`hvq.plots` (the RD curves, the static-table
+The figures of the results themselves come from :mod:`hvq.plots.figures` (the RD curves, the static-table
 ablation); this module adds what a notebook needs around them, as plain functions that return
 DataFrames or :class:`matplotlib.figure.Figure` objects:
 
@@ -15,9 +15,9 @@ DataFrames or :class:`matplotlib.figure.Figure` objects:
   reconstructions and hvq's bits map (:func:`live_figure`), with a readout (:func:`readout_html`),
   sliders ordered by rate (:func:`rate_sliders`) and the widget that ties them (:func:`live_panel`).
 
-    >>> from hvq import viz_rd                                          # doctest: +SKIP
-    >>> res = viz_rd.load_results(viz_rd.find_results("kodak"))        # doctest: +SKIP
-    >>> viz_rd.bd_summary(res.bdrate)                                   # doctest: +SKIP
+    >>> from hvq.plots import rd                                          # doctest: +SKIP
+    >>> res = rd.load_results(rd.find_results("kodak"))        # doctest: +SKIP
+    >>> rd.bd_summary(res.bdrate)                                   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -47,14 +47,15 @@ from hvq.evaluate import RatePoint
 from hvq.metrics import bits_per_pixel, lpips_distance, psnr, shared_lpips
 from hvq.model import Features, HVQCodec
 from hvq.perceptual import LPIPS
-from hvq.plots import MARKERS, figure_title
-from hvq.viz import bits_per_pixel_map
+from hvq.plots.figures import MARKERS, figure_title
+from hvq.plots.maps import bits_per_pixel_map
 
 #: Files every results folder has (anchors add ``<codec>.json``).
 RESULT_FILES = ("per_image.csv", "summary.csv", "bdrate.csv", "hvq.json")
 #: Where the committed results live on GitHub (``<RESULTS_URL>/<dataset>/<file>``).
 RESULTS_URL = "https://raw.githubusercontent.com/hvq-kit/hvq/main/results"
-#: Colours of the curves, in the order of :func:`hvq.plots.rd_frame` (as :func:`hvq.plots.rd_figure`).
+#: Colours of the curves, in the order of :func:`hvq.plots.figures.rd_frame` (as
+#: :func:`hvq.plots.figures.rd_figure`).
 TAB10 = tuple(colormaps["tab10"].colors)
 #: Axis labels of the metrics.
 METRIC_LABELS = {"lpips": "LPIPS-alex", "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM"}
@@ -145,7 +146,7 @@ class Results:
 
     @property
     def title(self) -> str:
-        """``"kodak (24 images)"``, as in the figures of :mod:`hvq.plots`."""
+        """``"kodak (24 images)"``, as in the figures of :mod:`hvq.plots.figures`."""
         return figure_title(self.dataset, int(self.hvq["n_images"]))
 
     @property
@@ -457,7 +458,7 @@ class LivePoint:
     medium_ratio: float
     data: bytes  # the .hvq file
     hvq: Reconstruction
-    bits: np.ndarray  # (H, W) index bits per pixel of that file (hvq.viz.bits_per_pixel_map)
+    bits: np.ndarray  # (H, W) index bits per pixel of that file (hvq.plots.maps.bits_per_pixel_map)
     anchor_codec: str
     anchor_quality: int
     anchor: Reconstruction
@@ -653,7 +654,7 @@ def live_figure(
 ) -> Figure:
     """The picture of one slider position of :func:`live_panel`.
 
-    Top: LPIPS and PSNR against bpp: the mean curves of ``kodak`` (:func:`hvq.plots.rd_frame` of
+    Top: LPIPS and PSNR against bpp: the mean curves of ``kodak`` (:func:`hvq.plots.figures.rd_frame` of
     ``summary.csv``: both hvq sweeps and every anchor; ``None`` without results), this image's own
     hvq curves and the point's anchor curve dashed and pale (``own``: ``rd_frame`` of its rows of
     ``per_image.csv``, or ``None``), hvq at the sliders' knobs (black star) and the anchor at the
@@ -797,7 +798,7 @@ def live_panel(
     ``initial`` (and ``initial_figure``, or ``draw(initial)``) before any slider moves: the figure is
     put in the output area as a PNG from the kernel side and the callbacks run only when a person
     moves a slider, which keeps notebook runners (nbmake, nbconvert) from waiting on a captured
-    output (see :func:`hvq.viz.figure_panel`).
+    output (see :func:`hvq.plots.maps.figure_panel`).
     """
     import io
 
