@@ -24,7 +24,6 @@ import torch  # noqa: E402
 
 from hvq import baselines  # noqa: E402
 from hvq.data import kodak_images, load_image, load_image_uint8  # noqa: E402
-from hvq.plots.figures import quality_for_bpp  # noqa: E402
 from hvq.pretrained import load_pretrained  # noqa: E402
 from hvq.ratecontrol import compress_to_bpp  # noqa: E402
 
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         """Median encode seconds of AVIF at the quality whose file is closest to ``bpp``."""
         if not has_avif:
             return float("nan")
-        quality, _, _ = quality_for_bpp("avif", pixels, bpp)
+        quality, _, _ = baselines.quality_for_bpp("avif", pixels, bpp)
         times = [baselines.encode_decode("avif", pixels, quality)[2] for _ in range(args.repeats)]
         return statistics.median(times)
 

@@ -30,6 +30,7 @@ import importlib.util
 import io
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -173,3 +174,42 @@ def encode_decode(codec: str, image: np.ndarray, quality: int) -> tuple[int, np.
     if decoded.shape != image.shape:
         raise RuntimeError(f"{codec} decoded {decoded.shape}, expected {image.shape}")
     return len(data), decoded, t1 - t0, t2 - t1
+
+
+def quality_for_bpp(
+    codec: str,
+    image: np.ndarray,
+    target_bpp: float,
+    encode: Callable[[int], tuple[int, np.ndarray]] | None = None,
+) -> tuple[int, int, np.ndarray]:
+    """The quality (0..100) whose file's bpp is closest to ``target_bpp``: the smallest quality whose
+    bpp reaches the target (a bisection, as bpp grows with quality) or the one below it (the lower one
+    on a tie). The one "anchor at the same rate" routine of the kit.
+
+    ``encode(quality) -> (n_bytes, decoded)`` defaults to :func:`encode_decode` of ``codec`` on
+    ``image`` (pass a cached one to share encodes between targets). Returns ``(quality, bytes,
+    decoded (H, W, 3) uint8)``.
+    """
+    h, w = image.shape[:2]
+    if encode is None:
+
+        def encode(quality: int) -> tuple[int, np.ndarray]:
+            n_bytes, decoded, _, _ = encode_decode(codec, image, quality)
+            return n_bytes, decoded
+
+    files: dict[int, tuple[int, np.ndarray]] = {}
+
+    def bpp(quality: int) -> float:
+        if quality not in files:
+            files[quality] = encode(quality)
+        return 8.0 * files[quality][0] / (h * w)
+
+    lo, hi = 0, 100
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bpp(mid) >= target_bpp:
+            hi = mid
+        else:
+            lo = mid + 1
+    best = min(sorted({max(0, lo - 1), lo}), key=lambda q: abs(bpp(q) - target_bpp))
+    return best, *files[best]

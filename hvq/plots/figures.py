@@ -189,29 +189,6 @@ def _middle_point(model: HVQCodec) -> RatePoint:
     return RatePoint("middle", lam, MIDDLE_RATIO, MIDDLE_RATIO)
 
 
-def quality_for_bpp(codec: str, pixels: np.ndarray, target: float) -> tuple[int, int, np.ndarray]:
-    """The quality (0..100) whose bpp is closest to ``target`` by bisection (bpp grows with quality).
-
-    Returns ``(quality, bytes, decoded (H, W, 3) uint8)``.
-    """
-    h, w = pixels.shape[:2]
-
-    def run(q: int) -> tuple[int, np.ndarray]:
-        n_bytes, decoded, _, _ = baselines.encode_decode(codec, pixels, q)
-        return n_bytes, decoded
-
-    lo, hi = 0, 100
-    while lo < hi:  # smallest quality whose bpp reaches the target
-        mid = (lo + hi) // 2
-        if bits_per_pixel(run(mid)[0], h, w) >= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    candidates = {q: run(q) for q in {max(0, lo - 1), lo}}
-    best = min(candidates, key=lambda q: abs(bits_per_pixel(candidates[q][0], h, w) - target))
-    return best, *candidates[best]
-
-
 def _detail_window(pixels: np.ndarray, size: int) -> tuple[int, int]:
     """Top-left ``(row, col)`` of the ``size x size`` window with the most gradient energy."""
     luma = pixels.astype(np.float64).mean(axis=2)
@@ -251,7 +228,7 @@ def visual_comparison(
     available = baselines.available_codecs()
     for codec in codecs:
         if available.get(codec):
-            quality, n_bytes, decoded = quality_for_bpp(codec, pixels, target)
+            quality, n_bytes, decoded = baselines.quality_for_bpp(codec, pixels, target)
             panels.append((f"{codec} q={quality}", decoded, f"{bits_per_pixel(n_bytes, h, w):.3f} bpp"))
     lpips = lpips or shared_lpips()
     top, left = _detail_window(pixels, crop)

@@ -531,24 +531,10 @@ class LiveCoder:
         return self._anchor_measured[quality]
 
     def anchor_quality(self, target_bpp: float) -> int:
-        """The anchor's quality (0..100) whose bpp is closest to ``target_bpp``: the smallest quality
-        whose bpp reaches the target (a bisection, as bpp grows with quality), or the one below it
-        (the lower one on a tie). Each quality is encoded once per coder, so later targets share the
-        top of the bisection and cost two to five encodes instead of seven.
-        """
-        h, w = self.pixels.shape[:2]
-
-        def bpp(quality: int) -> float:
-            return bits_per_pixel(self.anchor_file(quality)[0], h, w)
-
-        lo, hi = 0, 100
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if bpp(mid) >= target_bpp:
-                hi = mid
-            else:
-                lo = mid + 1
-        return min(sorted({max(0, lo - 1), lo}), key=lambda q: abs(bpp(q) - target_bpp))
+        """The anchor's quality whose bpp is closest to ``target_bpp`` (:func:`hvq.baselines.quality_for_bpp`
+        on this coder's cached files, so later targets share the top of the bisection and cost two to
+        five encodes instead of seven)."""
+        return baselines.quality_for_bpp(self.anchor, self.pixels, target_bpp, self.anchor_file)[0]
 
     def __call__(self, lam: float, coarse_ratio: float, medium_ratio: float) -> LivePoint:
         """The point at these knobs (computed once, then served from the cache)."""
