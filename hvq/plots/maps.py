@@ -23,6 +23,7 @@ from torch import Tensor
 from hvq.container import Container
 from hvq.model import GRANULARITIES, STREAM_NAMES, STRIDES, Symbols
 from hvq.nets.router import box_mask as box_mask  # re-exported for the notebooks
+from hvq.symbols import coded_positions
 from hvq.tables import symbol_bits
 
 #: Colours of the fine, medium and coarse granularity in every plot of the kit.
@@ -42,9 +43,8 @@ def bits_map(sym: Symbols, g: int, table: np.ndarray | None = None) -> np.ndarra
     With ``table`` (one shared ``(K,)`` table, e.g. ``model.static_freqs``) the same indices are priced
     under that table instead of the hyperprior's. The map covers the padded image (multiples of 16).
     """
-    mask = sym.masks[g][0, 0].numpy() > 0
-    out = np.full(mask.shape, np.nan)
-    pos = np.flatnonzero(mask)
+    out = np.full(tuple(sym.masks[g].shape[-2:]), np.nan)
+    pos = coded_positions(sym.masks[g])
     if len(pos):
         chosen = sym.indices[g][0].numpy().ravel()[pos]
         out.ravel()[pos] = symbol_bits(sym.freqs[g] if table is None else table, chosen)
