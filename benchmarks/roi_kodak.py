@@ -13,45 +13,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
 
 from hvq.data import kodak_images, load_image  # noqa: E402
-from hvq.metrics import psnr  # noqa: E402
-from hvq.nets.router import box_mask  # noqa: E402
+from hvq.evaluate import central_box, roi_comparison  # noqa: E402
 from hvq.perceptual import LPIPS  # noqa: E402
 from hvq.pretrained import load_pretrained  # noqa: E402
-from hvq.ratecontrol import compress_to_bpp  # noqa: E402
-
-
-def central_box(height: int, width: int) -> tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)``: the middle third of each side."""
-    return width // 3, height // 3, 2 * width // 3, 2 * height // 3
-
-
-def compare(model, x: torch.Tensor, ratio: float, lpips: LPIPS) -> dict[str, float]:
-    """Inside-box quality without and with the region, at (nearly) the same file size."""
-    h, w = x.shape[1:]
-    lam = math.sqrt(model.cfg.lambda_min * model.cfg.lambda_max)
-    plain = model.compress(x, lam=lam, coarse_ratio=ratio, medium_ratio=ratio)
-    x0, y0, x1, y1 = box = central_box(h, w)
-    target = 8 * len(plain) / (h * w)
-    with_roi = compress_to_bpp(model, x, target, lams=[lam], roi=box_mask(h, w, box)).data
-    row = {"bpp_plain": target, "bpp_roi": 8 * len(with_roi) / (h * w)}
-    inside = x[:, y0:y1, x0:x1]
-    for name, data in (("plain", plain), ("roi", with_roi)):
-        crop = model.decompress(data)[:, y0:y1, x0:x1]
-        crop = torch.round(crop * 255) / 255
-        row[f"psnr_{name}"] = psnr(inside, crop)
-        with torch.no_grad():
-            row[f"lpips_{name}"] = float(lpips(inside[None], crop[None])[0])
-    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| image | bpp plain / ROI | PSNR in box plain -> ROI | LPIPS in box plain -> ROI |")
     print("|---|---|---|---|")
     for path in kodak_images()[: args.limit]:
-        row = {"image": path.stem, **compare(model, load_image(path), args.ratio, lpips)}
+        x = load_image(path)
+        box = central_box(*x.shape[1:])
+        row = {"image": path.stem, **roi_comparison(model, x, box, args.ratio, lpips)}
         rows.append(row)
         print(
             f"| {row['image']} | {row['bpp_plain']:.4f} / {row['bpp_roi']:.4f} | "

@@ -63,10 +63,12 @@ from hvq.bdrate import LOWER_IS_BETTER, METHODS, bd_quality, bd_rate
 from hvq.config import ModelConfig
 from hvq.container import Container
 from hvq.data import default_data_dir, find_images, kodak_images, load_image, load_image_uint8, to_tensor
-from hvq.metrics import bits_per_pixel, image_quality, shared_lpips
+from hvq.metrics import bits_per_pixel, image_quality, psnr, shared_lpips
 from hvq.model import Features, HVQCodec
 from hvq.nets import route
+from hvq.nets.router import box_mask
 from hvq.perceptual import LPIPS
+from hvq.ratecontrol import compress_to_bpp
 
 #: The one schema of ``per_image.csv`` (anchors leave the hvq-only columns empty).
 PER_IMAGE_COLUMNS = (
@@ -605,3 +607,37 @@ def _write_codec_jsons(
             "points": _points_json(summary, codec, ["quality"]),
         }
         _write_json(out / f"{codec}.json", anchor)
+
+
+# ------------------------------------------------------------------------------- region of interest
+
+
+def central_box(height: int, width: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)``: the middle third of each side of an ``height x width`` image."""
+    return width // 3, height // 3, 2 * width // 3, 2 * height // 3
+
+
+@torch.no_grad()
+def roi_comparison(
+    model: HVQCodec, x: Tensor, box: tuple[int, int, int, int], ratio: float, lpips: LPIPS
+) -> dict[str, float]:
+    """What a region of interest buys inside it at the same file size.
+
+    ``x (3, H, W)`` is coded at the middle lambda and both ratios ``ratio`` without a region (size S),
+    then with ``box`` forced fine and rate-controlled to S (:func:`hvq.ratecontrol.compress_to_bpp`).
+    Returns ``bpp_plain``, ``bpp_roi`` and, inside the box of the two decoded 8-bit images,
+    ``psnr_plain``, ``psnr_roi``, ``lpips_plain``, ``lpips_roi``.
+    """
+    h, w = x.shape[1:]
+    lam = math.sqrt(model.cfg.lambda_min * model.cfg.lambda_max)
+    plain = model.compress(x, lam=lam, coarse_ratio=ratio, medium_ratio=ratio)
+    target = 8 * len(plain) / (h * w)
+    with_roi = compress_to_bpp(model, x, target, lams=[lam], roi=box_mask(h, w, box)).data
+    row = {"bpp_plain": target, "bpp_roi": 8 * len(with_roi) / (h * w)}
+    x0, y0, x1, y1 = box
+    inside = x[:, y0:y1, x0:x1]
+    for name, data in (("plain", plain), ("roi", with_roi)):
+        decoded = torch.round(model.decompress(data)[:, y0:y1, x0:x1] * 255) / 255
+        row[f"psnr_{name}"] = psnr(inside, decoded)
+        row[f"lpips_{name}"] = float(lpips(inside[None], decoded[None])[0])
+    return row
