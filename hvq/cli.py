@@ -116,20 +116,53 @@ def cmd_decompress(args) -> int:
 
 def cmd_info(args) -> int:
     from hvq.container import Container
-    from hvq.model import STREAM_NAMES as names
+    from hvq.tiles import is_tiled_file, read_tiles
 
     data = Path(args.input).read_bytes()
     c = Container.from_bytes(data)
     print(f"{args.input}: {len(data)} bytes, image {c.width}x{c.height}, model tag {c.model_tag.hex()}")
-    if len(c.knobs) >= 3:
-        print(f"  {_lambda_text(c)}, coarse ratio {c.knobs[1]:.3f}, medium ratio {c.knobs[2]:.3f}")
-    if len(c.knobs) == 6:
-        offset = ", ".join(f"{v / 4:+.2f}" for v in c.knobs[3:])
-        print(f"  colour offset (R, G, B) {offset} levels")
-    for i, s in enumerate(c.streams):
-        label = names[i] if len(c.streams) == len(names) else f"stream {i}"
-        print(f"  {label:<13} {len(s):>8} bytes  {8 * len(s) / (c.width * c.height):.4f} bpp")
+    if not is_tiled_file(data):
+        if len(c.knobs) >= 3:
+            print(f"  {_knob_text(c)}")
+        if len(c.knobs) == 6:
+            print(f"  colour offset (R, G, B) {_colour_text(c)} levels")
+        _print_streams([c], c.width * c.height)
+        return 0
+    grid, tile_files = read_tiles(data, c.model_tag)
+    tiles = [Container.from_bytes(t) for t in tile_files]
+    rows, cols = grid.shape
+    print(f"  tiles: {rows} x {cols} (at most {grid.side}x{grid.side} pixels each, overlap {grid.overlap})")
+    same = all(t.knobs[:3] == tiles[0].knobs[:3] for t in tiles)
+    print(f"  {_knob_text(tiles[0])} ({'every tile' if same else 'tile 1'})")
+    _print_streams(tiles, c.width * c.height)
+    for i, (t, ((top, bottom), (left, right))) in enumerate(zip(tiles, grid.boxes(), strict=True)):
+        size = len(tile_files[i])
+        print(
+            f"  tile {i + 1:<3} rows {top}:{bottom}, columns {left}:{right}: {size} bytes, "
+            f"{8 * size / ((bottom - top) * (right - left)):.4f} bpp, colour offset {_colour_text(t)}"
+        )
     return 0
+
+
+def _knob_text(c) -> str:
+    """Lambda and the two ratios of one image's container."""
+    return f"{_lambda_text(c)}, coarse ratio {c.knobs[1]:.3f}, medium ratio {c.knobs[2]:.3f}"
+
+
+def _colour_text(c) -> str:
+    """The colour offset of one image's container, in levels (R, G, B)."""
+    return ", ".join(f"{v / 4:+.2f}" for v in c.knobs[3:6])
+
+
+def _print_streams(containers: list, pixels: int) -> None:
+    """Bytes and bits per pixel of each stream, summed over the containers (the tiles of one image)."""
+    from hvq.model import STREAM_NAMES as names
+
+    n = len(containers[0].streams)
+    for i in range(n):
+        size = sum(len(c.streams[i]) for c in containers if i < len(c.streams))
+        label = names[i] if n == len(names) else f"stream {i}"
+        print(f"  {label:<13} {size:>8} bytes  {8 * size / pixels:.4f} bpp")
 
 
 def _lambda_text(c) -> str:

@@ -36,7 +36,9 @@ from hvq.errors import BitstreamError
 MAGIC = b"\x89HVQ"
 FORMAT_VERSION = 2
 MAX_KNOBS = 16
-MAX_STREAMS = 32
+#: A single image has 7 streams; a tiled one (:mod:`hvq.tiles`) one per tile, at most 67 below the
+#: codec's pixel limit.
+MAX_STREAMS = 128
 #: Largest image the decoder accepts (about 64 megapixels).
 MAX_PIXELS = 1 << 26
 _FIXED = struct.Struct("<4sBHH8sB")

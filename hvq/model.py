@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hvq import bitstream, tables
+from hvq import bitstream, tables, tiles
 from hvq.bitstream import CONTAINER_OVERHEAD_BYTES
 from hvq.config import ModelConfig
 from hvq.entropy import ExactParameters, hyper_parameters, mask_bits, side_latent
@@ -73,6 +73,7 @@ __all__ = [  # the codec, and the names its users read from here
     "COLOUR_MAX", "COLOUR_STEPS", "CONTAINER_OVERHEAD_BYTES", "GRANULARITIES", "MAX_CODEC_PIXELS",
     "STREAM_NAMES", "STRIDES", "Features", "HVQCodec", "Symbols",
 ]  # fmt: skip
+
 
 class HVQCodec(nn.Module):
     """The codec. ``HVQCodec(ModelConfig())``; see the module docstring for the data flow.
@@ -450,7 +451,10 @@ class HVQCodec(nn.Module):
         self, x: Tensor, lam: float, coarse_ratio: float = 0.5, medium_ratio: float = 0.5, roi=None
     ):
         """The network's own reconstruction through the coding path, without the range coder.
-        ``decompress(compress(x, ...))`` equals this exactly (a test checks it)."""
+        ``decompress(compress(x, ...))`` equals this exactly (a test checks it). An image above
+        ``hvq.tiles.TILE_PIXELS`` is coded in tiles, so it goes through the file."""
+        if x.dim() == 3 and tiles.needs_tiles(*x.shape[1:]):
+            return self.decompress(self.compress(x, lam, coarse_ratio, medium_ratio, roi))
         return self.synthesize(self.analyze(x, lam, coarse_ratio, medium_ratio, roi))
 
     @torch.no_grad()
@@ -462,14 +466,25 @@ class HVQCodec(nn.Module):
         medium_ratio: float = 0.5,
         roi: Tensor | None = None,
     ) -> bytes:
-        """Encode ``x (3, H, W)`` in [0, 1] (any size) to ``.hvq`` bytes at these knobs.
+        """Encode ``x (3, H, W)`` in [0, 1] (any size up to ``MAX_CODEC_PIXELS``) to ``.hvq`` bytes at
+        these knobs.
 
         ``lam`` defaults to the geometric middle of the trained range; ``roi`` is an optional
         ``(H, W)`` 0/1 mask of pixels that must be coded at the fine granularity. To ask for a file
-        size instead, use :func:`hvq.ratecontrol.compress_to_bpp`.
+        size instead, use :func:`hvq.ratecontrol.compress_to_bpp`. An image above
+        ``hvq.tiles.TILE_PIXELS`` is coded tile by tile (:mod:`hvq.tiles`), in bounded memory.
         """
         if lam is None:
             lam = math.sqrt(self.cfg.lambda_min * self.cfg.lambda_max)
+        if x.dim() == 3 and tiles.needs_tiles(*x.shape[1:]):
+            return tiles.encode_tiles(
+                x,
+                None if roi is None else torch.as_tensor(roi),
+                lambda x_tile, roi_tile: self.encode(
+                    self.analyze(x_tile, lam, coarse_ratio, medium_ratio, roi_tile)
+                ),
+                self.model_tag(),
+            )
         return self.encode(self.analyze(x, lam, coarse_ratio, medium_ratio, roi))
 
     def encode(self, sym: Symbols) -> bytes:
@@ -494,4 +509,8 @@ class HVQCodec(nn.Module):
                 CRC mismatch (encoder and decoder disagreed on a probability table).
         """
         self._require_tables()
+        if tiles.is_tiled_file(data):  # a large image: tile by tile, in bounded memory (hvq.tiles)
+            return tiles.decode_tiles(
+                data, self.model_tag(), lambda tile: self.synthesize(bitstream.decode(self, tile))
+            )
         return self.synthesize(bitstream.decode(self, data))

@@ -18,7 +18,8 @@ The search, per candidate lambda:
 With several candidate lambdas, the one whose reconstruction has the lowest distortion (MSE by
 default, or any ``quality`` callable, lower is better) wins. The chosen knobs are in the file header,
 so the decoder needs nothing else. A target outside what the model can reach on that image raises
-:class:`RateTargetError` naming the reachable range.
+:class:`RateTargetError` naming the reachable range. A large image (:mod:`hvq.tiles`) gets one search
+for all its tiles: one lambda and one ``p``, estimated and real sizes summed over the tiles.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from hvq.model import HVQCodec
+from hvq import tiles
+from hvq.model import HVQCodec, Symbols
 
 
 class RateTargetError(ValueError):
@@ -72,14 +74,54 @@ def ratios_for(p: float) -> tuple[float, float]:
     return 1.0 - p, 1.0 - p
 
 
+class _Parts:
+    """What the search codes: the ratio-independent features of the image, or of each of its tiles
+    (:mod:`hvq.tiles`; an image above ``TILE_PIXELS``). Sizes, estimated and real, are sums over the
+    parts plus the tiled file's own overhead; a tile's symbols are dropped once coded, so the memory
+    stays one tile's tables plus the features (about 14 bytes per pixel)."""
+
+    def __init__(self, model: HVQCodec, x: Tensor, lam: float, roi: Tensor | None) -> None:
+        self.model = model
+        self.grid: tiles.TileGrid | None = None
+        if not tiles.needs_tiles(*x.shape[1:]):
+            self.feats = [model.encode_features(x, lam, roi)]
+            return
+        self.grid, parts = tiles.split(x, None if roi is None else torch.as_tensor(roi))
+        self.feats = [model.encode_features(x_tile, lam, roi_tile) for x_tile, roi_tile in parts]
+
+    def estimate_bits(self, p: float) -> float:
+        """Estimated file size in bits at ``p`` (:meth:`HVQCodec.estimate_bits` of every part)."""
+        bits = sum(self.model.estimate_bits(f, *ratios_for(p)) for f in self.feats)
+        return bits + (8 * tiles.overhead_bytes(self.grid) if self.grid is not None else 0)
+
+    def code(self, p: float, fit_colour: bool = False) -> tuple[bytes, Symbols | None]:
+        """The file at ``p``, and the symbols of a single image (to fit its colour offset later
+        without analysing it again; ``None`` for tiles, whose tables are not kept)."""
+        rc, rm = ratios_for(p)
+        if self.grid is None:
+            sym = self.model.analyze(self.feats[0], coarse_ratio=rc, medium_ratio=rm, fit_colour=fit_colour)
+            return self.model.encode(sym), sym
+        files = [
+            self.model.encode(self.model.analyze(f, coarse_ratio=rc, medium_ratio=rm, fit_colour=fit_colour))
+            for f in self.feats
+        ]
+        return tiles.pack(self.grid, files, self.model.model_tag()), None
+
+    def final(self, p: float, sym: Symbols | None) -> bytes:
+        """The file at the chosen ``p`` with its colour offsets fitted (they never change the size)."""
+        if sym is not None:
+            return self.model.encode(self.model.fit_colour(sym, self.feats[0]))
+        return self.code(p, fit_colour=True)[0]
+
+
 def _search_one_lambda(model, x, lam, target_bits, tol, roi, max_real):
-    feats = model.encode_features(x, lam, roi)
+    parts = _Parts(model, x, lam, roi)
     n_est = 0
 
     def est(p: float) -> float:
         nonlocal n_est
         n_est += 1
-        return model.estimate_bits(feats, *ratios_for(p))
+        return parts.estimate_bits(p)
 
     lo_bits, hi_bits = est(0.0), est(1.0)
     band = (min(lo_bits, hi_bits), max(lo_bits, hi_bits))
@@ -95,9 +137,8 @@ def _search_one_lambda(model, x, lam, target_bits, tol, roi, max_real):
     best = None  # (distance to the target, p, bits, symbols) of the closest real file so far
     lo_p, hi_p = 0.0, 1.0
     for _ in range(max_real):
-        rc, rm = ratios_for(p)
-        sym = model.analyze(feats, coarse_ratio=rc, medium_ratio=rm, fit_colour=False)
-        bits = 8 * len(model.encode(sym))
+        data, sym = parts.code(p)
+        bits = 8 * len(data)
         tried.append((p, bits))
         if best is None or abs(bits - target_bits) < best[0]:
             best = (abs(bits - target_bits), p, bits, sym)
@@ -119,8 +160,7 @@ def _search_one_lambda(model, x, lam, target_bits, tol, roi, max_real):
         p = min(max(p, 0.0), 1.0)
     _, p, bits, sym = best
     # The colour offset is fitted once, on the chosen symbols (it never changes the file size).
-    data = model.encode(model.fit_colour(sym, feats))
-    return (p, bits, data), band, n_est, len(tried)
+    return (p, bits, parts.final(p, sym)), band, n_est, len(tried)
 
 
 def _solve_on_estimate(
@@ -210,6 +250,6 @@ def reachable_bpp(model: HVQCodec, x: Tensor, lam: float | None = None) -> tuple
     """Estimated (lowest, highest) bits per pixel the model reaches on ``x`` at one lambda."""
     cfg = model.cfg
     lam = lam if lam is not None else (cfg.lambda_min * cfg.lambda_max) ** 0.5
-    feats = model.encode_features(x, lam)
+    parts = _Parts(model, x, lam, None)
     pixels = x.shape[1] * x.shape[2]
-    return model.estimate_bits(feats, 1.0, 1.0) / pixels, model.estimate_bits(feats, 0.0, 0.0) / pixels
+    return parts.estimate_bits(0.0) / pixels, parts.estimate_bits(1.0) / pixels
