@@ -6,7 +6,8 @@ Times ``model.compress`` (analysis, integer tables, range coding, container) and
 at three granularity settings, and ``compress_to_bpp`` at the middle setting's rate; reports the median
 of ``--repeats`` runs, the stage that dominates (masks, z and the integer tables), and each time as a
 ratio to AVIF's encode time of the same image at the quality closest to the same bpp, measured in the
-same run (Pillow; so the ratios hold even on a busy machine, where the seconds do not).
+same run (Pillow; so the ratios hold even on a busy machine, where the seconds do not). A second table
+splits the middle setting into its stages: what encode and decode each run, and so what bounds them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch  # noqa: E402
 
 from hvq import baselines  # noqa: E402
 from hvq.data import kodak_images, load_image, load_image_uint8  # noqa: E402
+from hvq.model import HVQCodec  # noqa: E402
 from hvq.pretrained import load_pretrained  # noqa: E402
 from hvq.ratecontrol import compress_to_bpp  # noqa: E402
 
@@ -63,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         times = [baselines.encode_decode("avif", pixels, quality)[2] for _ in range(args.repeats)]
         return statistics.median(times)
 
-    print("| coarse/medium | bytes | bpp | encode s | of which masks + z + tables s | decode s "
-          "| AVIF encode s | encode / AVIF | decode / AVIF |")
+    print(
+        "| coarse/medium | bytes | bpp | encode s | of which masks + z + tables s | decode s "
+        "| AVIF encode s | encode / AVIF | decode / AVIF |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     middle_bpp = None
     for r in (0.8, 0.45, 0.0):
@@ -72,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             lambda r=r: model.compress(x, lam=lam, coarse_ratio=r, medium_ratio=r), args.repeats
         )
         feats = model.encode_features(x, lam)  # the ratio-independent part, so "tables" is the rest
-        tab, _ = _median_time(
-            lambda r=r, f=feats: model.analyze(f, coarse_ratio=r, medium_ratio=r), args.repeats
+        tab, _ = _median_time(  # without the colour fit, which is a decoder pass
+            lambda r=r, f=feats: model.analyze(f, coarse_ratio=r, medium_ratio=r, fit_colour=False),
+            args.repeats,
         )
         dec, _ = _median_time(lambda data=data: model.decompress(data), args.repeats)
         bpp = 8 * len(data) / (h * w)
@@ -86,7 +91,24 @@ def main(argv: list[str] | None = None) -> int:
     target, _ = _median_time(lambda: compress_to_bpp(model, x, middle_bpp, lams=[lam]), args.repeats)
     avif = avif_encode_s(middle_bpp)
     print(f"| target_bpp {middle_bpp:.4f} | | | {target:.2f} | | | {avif:.3f} | {target / avif:.1f}x | |")
+    print_stages(model, x, lam, 0.45, args.repeats)
     return 0
+
+
+def print_stages(model: HVQCodec, x: torch.Tensor, lam: float, ratio: float, repeats: int) -> None:
+    """The stages of one setting as a markdown table: median seconds of each, and which side runs it."""
+    features_s, feats = _median_time(lambda: model.encode_features(x, lam), repeats)
+    tables_s, sym = _median_time(
+        lambda: model.analyze(feats, coarse_ratio=ratio, medium_ratio=ratio, fit_colour=False), repeats
+    )
+    decoder_s, _ = _median_time(lambda: model.synthesize(sym), repeats)
+    coding_s, _ = _median_time(lambda: model.encode(sym), repeats)
+    print(f"\n| stage at {ratio:.2f}/{ratio:.2f} | s | run by |")
+    print("|---|---:|---|")
+    print(f"| encoder network and nearest codes | {features_s:.2f} | encode |")
+    print(f"| masks, z and integer tables | {tables_s:.2f} | encode and decode |")
+    print(f"| decoder network | {decoder_s:.2f} | encode (colour offset) and decode |")
+    print(f"| range coding and container | {coding_s:.2f} | encode (decode about the same) |")
 
 
 if __name__ == "__main__":

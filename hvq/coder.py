@@ -5,9 +5,11 @@ their per-position tables encoded in one call per block (no Python loop per symb
 decoded in the same order (a range coder is first-in-first-out).
 
 Tables come from ``hvq.tables`` (every entry >= 1, rows summing to ``2**24``). constriction receives
-``freqs - 1`` as float64: constriction's fast quantiser adds one to every entry and rescales the rest
-by ``(2**24 - K) / sum``, which is exactly 1 here, so the coder uses our integer table unchanged and
-the coded size matches ``hvq.tables.ideal_bits`` up to the final flush.
+``freqs - 1`` as float32: constriction's fast quantiser adds one to every entry and rescales the rest
+by ``(2**24 - K) / sum``, which is exactly 1 here, and it sums a row's entries in the float type it is
+given; integers below ``2**24`` and every such partial sum (at most ``2**24 - K``) are exact in
+float32, so the coder uses our integer table unchanged (half the bytes of float64) and the coded size
+matches ``hvq.tables.ideal_bits`` up to the final flush.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from hvq.errors import BitstreamError
 from hvq.tables import TOTAL, symbol_bits
 
-#: Positions per constriction call; bounds the float64 copy of the tables to ~32 MB.
+#: Positions per constriction call; bounds the float32 copy of the tables to ~16 MB.
 _BLOCK_ENTRIES = 1 << 22
 #: Symbols per decoding block with a shared table (the exhaustion check runs between blocks).
 _SHARED_BLOCK = 4096
@@ -29,10 +31,11 @@ OVERRUN_BITS = 128
 
 
 def _as_model_probs(freqs: np.ndarray) -> np.ndarray:
+    """Checked integer tables ``(..., K)`` -> ``freqs - 1`` as float32 (exact, see the module docstring)."""
     f = np.asarray(freqs)
     if f.min() < 1 or (f.sum(axis=-1) != TOTAL).any():
         raise ValueError("frequency tables must be >= 1 and sum to 2**24 (use hvq.tables)")
-    return (f - 1).astype(np.float64)
+    return np.subtract(f, 1, out=np.empty(f.shape, dtype=np.float32), casting="unsafe")
 
 
 def _blocks(n: int, k: int):

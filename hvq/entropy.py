@@ -97,18 +97,19 @@ class ExactParameters:
         """Integer index tables of the coded positions of granularity ``g`` (network ``g``, or 0 when
         shared): ``z_hat (1, Cz, ., .)``, ``mask (1, 1, h, w)``, ``lambda_index`` the file's lambda.
 
-        Returns ``(freqs (n, K) int64, log2 scale map (1, h, w) float32, positions (n,) flat)``.
+        Returns ``(freqs (n, K) int32, log2 scale map (1, h, w) float32, positions (n,) flat)``; the
+        map holds the mean grid log2 scale at the coded positions and 0 elsewhere (the decoder masks
+        it). Only the coded positions are computed (:meth:`IntegerHyperSynthesis.at_positions`).
         """
         network = self.networks[min(g, len(self.networks) - 1)]
-        mu_q, scale_idx = network(z_hat, mask, lambda_index)
         pos = coded_positions(mask)
-        mu_flat = mu_q[0].reshape(mu_q.shape[1], -1).T.numpy()[pos]
-        sc_flat = scale_idx[0].reshape(scale_idx.shape[1], -1).T.numpy()[pos]
-        freqs = tables.gaussian_index_freqs(mu_flat, sc_flat, self.codebook_q)
+        mu_q, scale_idx = network.at_positions(z_hat, mask, lambda_index, pos)
+        freqs = tables.gaussian_index_freqs(mu_q, scale_idx, self.codebook_q)
         # The decoder's confidence input uses the grid's scale, so pixels depend on symbols only.
-        grid = scale_idx[0].double()
-        log_s = (tables.LOG2_SCALE_MIN + grid / tables.LOG2_SCALE_STEPS).mean(0)[None]
-        return freqs, log_s.float(), pos
+        grid = torch.from_numpy(scale_idx).double()  # multiples of 1/8: the mean is exact
+        log_s = torch.zeros(mask[0, 0].numel(), dtype=torch.float64)
+        log_s[pos] = (tables.LOG2_SCALE_MIN + grid / tables.LOG2_SCALE_STEPS).mean(1)
+        return freqs, log_s.view(1, *mask.shape[-2:]).float(), pos
 
 
 # ------------------------------------------------------------------------------------------- masks

@@ -17,12 +17,19 @@ path from (mu, scale) to a table, built so that both sides compute it bit for bi
    gives the same bits on every machine (no BLAS, no reduction whose order depends on threads).
 3. **An integer exponential.** ``u_k = d_k / 2 - min_j d_j / 2`` is floored onto a grid of
    ``1/EXP_STEPS`` nats and looked up in ``EXP_TABLE`` (integers ``round(2**31 exp(-t/EXP_STEPS))``);
-   ``tests/test_tables.py`` pins a hash of both lookup tables.
+   ``tests/test_tables_coder.py`` pins a hash of both lookup tables.
 4. **Fixed-precision frequencies.** :func:`freqs_from_weights` maps non-negative integer weights to
    frequencies that are all >= 1 and sum to exactly ``2**PRECISION`` using integer arithmetic only.
 
-The coder (``hvq.coder``) hands constriction ``freqs - 1`` as float64: integers below 2**53 are exact,
-and constriction's fast quantiser then reproduces the table exactly (its scale factor is exactly 1).
+Speed without other integers: :func:`gaussian_index_freqs` works on blocks of positions that stay in
+the CPU cache, in place, with as few passes as the fixed order allows (the grid step folded into the
+scale, the cut of step 3 done by the table lookup), threads the blocks, and returns int32 (half the
+bytes of int64). ``tests/test_table_speed_equivalence.py`` keeps the builder this one replaced and
+checks that both give the same integers on random and adversarial inputs.
+
+The coder (``hvq.coder``) hands constriction ``freqs - 1`` as float32: integers below ``2**24`` and
+every partial sum of a row (at most ``2**24 - K``) are exact in float32, so constriction's fast
+quantiser reproduces the table exactly (its scale factor is exactly 1).
 """
 
 from __future__ import annotations
@@ -71,20 +78,26 @@ def freqs_from_weights(weights: np.ndarray) -> np.ndarray:
     w = np.asarray(weights)
     if w.ndim != 2 or not np.issubdtype(w.dtype, np.integer):
         raise ValueError("weights must be a 2-D integer array")
-    n, k = w.shape
+    k = w.shape[1]
     if k < 2 or k > TOTAL // 4:
         raise ValueError(f"alphabet size {k} outside 2..{TOTAL // 4}")
-    w = w.astype(np.int64)
+    w = w.astype(np.int64)  # a copy: the caller's weights stay as they are
     if (w < 0).any() or (w.max(initial=0) >= 1 << 38):
         raise ValueError("weights must lie in [0, 2**38)")
-    total = w.sum(axis=1, keepdims=True)
-    if (total <= 0).any():
+    if (w.sum(axis=1) <= 0).any():
         raise ValueError("every row needs a positive total weight")
-    # w * (TOTAL - K) < 2**38 * 2**24 = 2**62 fits int64.
-    freqs = 1 + (w * (TOTAL - k)) // total
-    remainder = TOTAL - freqs.sum(axis=1)
-    freqs[np.arange(n), freqs.argmax(axis=1)] += remainder
-    return freqs
+    return _freqs_in_place(w)
+
+
+def _freqs_in_place(w: np.ndarray) -> np.ndarray:
+    """:func:`freqs_from_weights` of checked int64 weights ``(N, K)``, overwriting and returning them."""
+    n, k = w.shape
+    total = w.sum(axis=1, keepdims=True)
+    w *= TOTAL - k  # w * (TOTAL - K) < 2**38 * 2**24 = 2**62 fits int64
+    w //= total
+    w += 1
+    w[np.arange(n), w.argmax(axis=1)] += TOTAL - w.sum(axis=1)
+    return w
 
 
 def quantize_mu(x: np.ndarray) -> np.ndarray:
@@ -113,30 +126,32 @@ def gaussian_index_freqs(
         mu_q: ``(N, D)`` int64 means from :func:`quantize_mu`.
         scale_idx: ``(N, D)`` (diagonal) or ``(N, 1)`` (isotropic) int64 from :func:`quantize_log_scale`.
         codebook_q: ``(K, D)`` int64 codebook from :func:`quantize_mu`.
-        chunk: positions per block; the default keeps each ``(chunk, K)`` float64 temporary near 2 MB,
-            so the passes over it stay in the CPU cache.
+        chunk: positions per block; the default keeps each ``(chunk, K)`` float64 temporary near
+            1 MB, so the passes over it stay in the CPU's cache.
 
     Returns:
-        ``(N, K)`` int64 frequencies, each row >= 1 everywhere and summing to ``2**PRECISION``.
+        ``(N, K)`` int32 frequencies, each row >= 1 everywhere and summing to ``2**PRECISION``: the
+        integers of ``freqs_from_weights(EXP_TABLE[t])`` with ``t`` the floored exponent (step 3).
     """
     mu_q, scale_idx, codebook_q = (np.asarray(a, dtype=np.int64) for a in (mu_q, scale_idx, codebook_q))
     n, d = mu_q.shape
     k = codebook_q.shape[0]
     if codebook_q.shape[1] != d or scale_idx.shape[0] != n or scale_idx.shape[1] not in (1, d):
         raise ValueError("shape mismatch between mu, scale and codebook")
+    if k < 2 or k > TOTAL // 4:
+        raise ValueError(f"alphabet size {k} outside 2..{TOTAL // 4}")
     # Grid values are below 2**23 in magnitude, so float64 differences of them are exact.
     codebook_t = codebook_q.astype(np.float64).T.copy()  # (D, K)
     mu_f = mu_q.astype(np.float64)
-    chunk = chunk or max(1, (1 << 18) // k)
-    out = np.empty((n, k), dtype=np.int64)
+    # 2**-8 * inv_scale: a power of two times a dyadic number, exact.
+    grid_scale = INV_SCALE_TABLE[scale_idx] * 2.0**-MU_FRAC_BITS
+    chunk = chunk or max(1, (1 << 17) // k)
+    out = np.empty((n, k), dtype=np.int32)
 
     def block(start: int) -> None:
         stop = min(n, start + chunk)
-        u = _half_distances(mu_f[start:stop], INV_SCALE_TABLE[scale_idx[start:stop]], codebook_t)
-        u *= EXP_STEPS
-        np.floor(u, out=u)
-        np.minimum(u, EXP_MAX_NATS * EXP_STEPS, out=u)
-        out[start:stop] = freqs_from_weights(EXP_TABLE[u.astype(np.int64)])
+        excess = _excess_distances(mu_f[start:stop], grid_scale[start:stop], codebook_t)
+        out[start:stop] = _freqs_from_excess(excess)
 
     starts = range(0, n, chunk)
     if len(starts) < 4 or TABLE_THREADS < 2:
@@ -148,28 +163,34 @@ def gaussian_index_freqs(
     return out
 
 
-def _half_distances(mu: np.ndarray, inv_scale: np.ndarray, codebook_t: np.ndarray) -> np.ndarray:
-    """``u = (d - min d) / 2`` with ``d_k = sum_j ((e_kj - mu_j) * 2**-8 * inv_j)**2``, ``(n, K)``.
+def _excess_distances(mu: np.ndarray, grid_scale: np.ndarray, codebook_t: np.ndarray) -> np.ndarray:
+    """``d - min d`` ``(n, K)`` with ``d_k = sum_j ((e_kj - mu_j) * 2**-8 * inv_j)**2`` (float64).
 
-    Every operation is one IEEE float64 operation in a fixed order (the squares added left to right
-    over D, no BLAS, no reduction but an exact ``min``), so each machine gets the same bits; in-place
-    updates keep it to two ``(n, K)`` buffers.
+    Every operation is one IEEE float64 operation in a fixed order (each product exact, the squares
+    rounded and added left to right over D, no BLAS, no reduction but an exact ``min``), so each
+    machine gets the same bits; in-place updates keep it to two ``(n, K)`` buffers.
     """
-    step = 2.0**-MU_FRAC_BITS
     dist = np.empty((mu.shape[0], codebook_t.shape[1]))
     term = np.empty_like(dist)
     for j in range(mu.shape[1]):  # fixed left-to-right order over D
-        np.subtract(codebook_t[j][None, :], mu[:, j, None], out=term)
-        term *= step
-        term *= inv_scale[:, min(j, inv_scale.shape[1] - 1), None]
-        term *= term
-        if j == 0:
-            dist, term = term, dist
-        else:
+        buf = term if j else dist
+        np.subtract(codebook_t[j][None, :], mu[:, j, None], out=buf)
+        buf *= grid_scale[:, min(j, grid_scale.shape[1] - 1), None]
+        buf *= buf
+        if j:
             dist += term
     dist -= dist.min(axis=1, keepdims=True)
-    dist *= 0.5
     return dist
+
+
+def _freqs_from_excess(excess: np.ndarray) -> np.ndarray:
+    """Frequencies ``(n, K)`` int64 of one block from ``excess = d - min d`` ``(n, K)`` (overwritten):
+    ``t = floor(excess / 2 * EXP_STEPS)`` (exact: scaling by a power of two), cut at
+    ``EXP_MAX_NATS``, looked up in ``EXP_TABLE`` and made frequencies (steps 3 and 4)."""
+    excess *= EXP_STEPS / 2
+    # astype floors the non-negative t (below D 2**47 on the grid, so it fits); mode="clip" reads
+    # the last entry for every t beyond the table: the cut at EXP_MAX_NATS.
+    return _freqs_in_place(np.take(EXP_TABLE, excess.astype(np.intp), mode="clip"))
 
 
 def weights_from_probs(probs: np.ndarray) -> np.ndarray:

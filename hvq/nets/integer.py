@@ -1,4 +1,4 @@
-r"""Integer hyper-synthesis: entropy parameters that are exact by construction (torch only).
+r"""Integer hyper-synthesis: entropy parameters that are exact by construction (torch and numpy).
 
 The range decoder works only if it rebuilds the encoder's probability tables bit for bit. The tables
 come from the hyper-synthesis ``h_s`` (``hvq.nets.hyperprior.HyperSynthesis``), whose float outputs
@@ -48,16 +48,27 @@ weights through IEEE operations that every machine rounds alike (scaling by powe
 multiplication by the literal :data:`LOG2_E_TIMES_GRID`, rounding to an integer), and on the stored FiLM
 tables.
 
+What the codec runs. ``__call__`` computes every position of the map with torch convolutions (the
+reference); :meth:`IntegerHyperSynthesis.at_positions`, which encoder and decoder call, computes only
+the coded positions and what they read, as gathered patches times integer weights (numpy's matmul: an
+im2col + GEMM on some pixels), with the two upsampled layers as 2x2 convolutions of the small maps. The
+same argument makes its integers those of ``__call__``; its cost follows the coded positions, about a
+tenth of the whole map's at the middle granularity setting.
+
 Shapes: ``IntegerHyperSynthesis(z_hat (B, Cz, hz, wz), mask (B, 1, h, w), lambda_index) ->
-mu_q (B, D, h, w), scale_idx (B, D or 1, h, w)``, both int64.
+mu_q (B, D, h, w), scale_idx (B, D or 1, h, w)``, both int64; ``at_positions(z_hat (1, ...), mask,
+lambda_index, positions (n,)) -> mu_q (n, D), scale_idx (n, D or 1)``, int64 numpy.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -89,6 +100,12 @@ MU_Q_LIMIT = 2**14 * 2**MU_FRAC_BITS
 N_SCALES = (LOG2_SCALE_MAX - LOG2_SCALE_MIN) * LOG2_SCALE_STEPS + 1
 
 _ACT_MAX = 2**ACT_BITS
+#: Bytes of one gathered patch block of :meth:`IntegerHyperSynthesis.at_positions`: large enough that
+#: the BLAS threads of its matrix products seldom wait on each other, small enough for the L3 cache.
+_PATCH_BLOCK_BYTES = 1 << 23
+#: The pixels ``(dy, dx)`` of a 2x2 and a 3x3 patch, from its top-left pixel, in the weights' order.
+_PATCH_2X2 = ((0, 0), (0, 1), (1, 0), (1, 1))
+_PATCH_3X3 = tuple((dy, dx) for dy in range(3) for dx in range(3))
 
 
 def frac_bits(layer: str) -> int:
@@ -321,6 +338,175 @@ class IntegerHyperSynthesis:
         mu_q = _rescale(acc[:, : self.dim], f("film") + w, MU_FRAC_BITS).clamp(-MU_Q_LIMIT, MU_Q_LIMIT)
         scale_idx = _rescale(acc[:, self.dim :], f("film") + w, 0).clamp(0, N_SCALES - 1)
         return mu_q.long(), scale_idx.long()
+
+    @torch.no_grad()
+    def at_positions(
+        self, z_hat: Tensor, mask: Tensor, lambda_index: int, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The integers of :meth:`__call__` at some positions only: what the codec needs.
+
+        ``out``, FiLM and ``mix`` run at ``positions``, ``up2`` at their 3x3 neighbourhood, ``up1`` on
+        its whole (small) map. A 3x3 convolution after the nearest x2 upsampling reads only 2x2 pixels
+        of the small map, so ``up1`` and ``up2`` run as 2x2 convolutions whose integer weights are
+        sums of the 3x3 kernel's (:func:`_phase_weights`). Every convolution is a block of gathered
+        patches times the integer weights in float64 (numpy's matmul): sums of exact products, the
+        same integers as ``__call__`` by the module docstring's argument (the bounds hold because
+        ``|w_a + w_b| <= |w_a| + |w_b|``), at a cost proportional to the positions coded.
+
+        Args:
+            z_hat: ``(1, Cz, hz, wz)`` integer-valued hyper-latent (clamped to ``[-S, S]``).
+            mask: ``(1, 1, h, w)`` 0/1 mask of the granularity, ``h <= 4 hz``, ``w <= 4 wz``.
+            lambda_index: the file's lambda index in ``0 .. LAMBDA_STEPS - 1``.
+            positions: ``(n,)`` flat positions in ``h w`` (row-major), e.g. the coded ones.
+
+        Returns:
+            ``mu_q (n, D)`` and ``scale_idx (n, D or 1)``, int64 numpy, row ``i`` for ``positions[i]``.
+        """
+        if not 0 <= lambda_index < LAMBDA_STEPS:
+            raise ValueError(f"lambda index {lambda_index} outside 0..{LAMBDA_STEPS - 1}")
+        if z_hat.shape[0] != 1 or mask.shape[0] != 1:
+            raise ValueError("at_positions takes one image (batch size 1)")
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size == 0:
+            n_out = self.convs["out"].weight.shape[0]
+            return np.zeros((0, self.dim), np.int64), np.zeros((0, n_out - self.dim), np.int64)
+        w, f, layers = WEIGHT_FRAC_BITS, frac_bits, self._gathered_layers
+        a = _clamp_np(_rescale_np(self._mix_at(z_hat, mask, positions), f("up2") + w, f("mix")))
+        a *= self.film_gamma_q[lambda_index].double().numpy()
+        a += self.film_beta_q[lambda_index].double().numpy()
+        a = _leak_np(_clamp_np(_rescale_np(a, f("mix") + FILM_FRAC_BITS, f("film"))))
+        acc = a @ layers["out"][0] + layers["out"][1]
+        mu_q = np.clip(_rescale_np(acc[:, : self.dim], f("film") + w, MU_FRAC_BITS), -MU_Q_LIMIT, MU_Q_LIMIT)
+        scale_idx = np.clip(_rescale_np(acc[:, self.dim :], f("film") + w, 0), 0, N_SCALES - 1)
+        return mu_q.astype(np.int64), scale_idx.astype(np.int64)
+
+    def _mix_at(self, z_hat: Tensor, mask: Tensor, positions: np.ndarray) -> np.ndarray:
+        """The exact sums of ``mix`` at ``positions`` ``(n,)`` of the ``(h, w)`` map: ``(n, hidden)``
+        float64 at the scale ``2^(f_up2 + F_w)``; ``up1`` and ``up2`` run where these read."""
+        w, f, layers = WEIGHT_FRAC_BITS, frac_bits, self._gathered_layers
+        h, wd = mask.shape[-2:]
+        z = torch.round(z_hat[0].detach().cpu().double()).clamp(-self.z_support, self.z_support)
+        z = z.permute(1, 2, 0).numpy() * 2.0 ** f("z")  # (hz, wz, Cz), channels last
+        rows, cols = np.divmod(np.arange(4 * z.shape[0] * z.shape[1]), 2 * z.shape[1])
+        a = _conv_up2x_at(z, *layers["up1"], rows, cols)
+        a = _leak_np(_clamp_np(_rescale_np(a, f("z") + w, f("up1"))))
+        near = _neighbourhood(positions, h, wd)  # the pixels that mix reads, sorted
+        rows, cols = np.divmod(near, wd)
+        a = _conv_up2x_at(a.reshape(2 * z.shape[0], 2 * z.shape[1], -1), *layers["up2"], rows, cols)
+        a = _leak_np(_clamp_np(_rescale_np(a, f("up1") + w, f("up2"))))
+        mix_in = np.zeros((h + 2, wd + 2, a.shape[1] + 1))  # zero padded, the mask as the last channel
+        mix_in[rows + 1, cols + 1, :-1] = a
+        coded = mask[0, 0].detach().cpu().numpy().ravel()[near] > 0
+        mix_in[rows + 1, cols + 1, -1] = coded * 2.0 ** f("up2")
+        rows, cols = np.divmod(positions, wd)
+        return _gathered_matmul(mix_in, rows, cols, _PATCH_3X3, *layers["mix"])
+
+    @cached_property
+    def _gathered_layers(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Float64 ``(weights, bias)`` of :meth:`at_positions`: ``"up1"``, ``"up2"`` as
+        :func:`_phase_weights`, ``"mix"`` as ``(9 C_in, C_out)`` (taps ``_PATCH_3X3``, channels inner),
+        ``"out"`` as ``(C_in, C_out)``; the same integers as ``convs``."""
+        c = self.convs
+        mix = c["mix"].weight.permute(2, 3, 1, 0).reshape(-1, c["mix"].weight.shape[0])
+        weights = {
+            "up1": _phase_weights(c["up1"].weight),
+            "up2": _phase_weights(c["up2"].weight),
+            "mix": mix.double().numpy(),
+            "out": c["out"].weight[:, :, 0, 0].T.double().numpy(),
+        }
+        return {name: (weights[name], c[name].bias.double().numpy()) for name in weights}
+
+
+def _neighbourhood(positions: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Flat positions ``(m,)`` (sorted) of every pixel within one step (3x3) of ``positions`` in an
+    ``(h, w)`` map."""
+    hit = np.zeros((h + 2, w + 2), dtype=bool)
+    rows, cols = np.divmod(positions, w)
+    for dy in range(3):
+        for dx in range(3):
+            hit[rows + dy, cols + dx] = True
+    return np.flatnonzero(hit[1:-1, 1:-1])
+
+
+def _phase_weights(weight: Tensor) -> np.ndarray:
+    """A 3x3 convolution of a nearest-x2-upsampled map as four 2x2 convolutions of the small map.
+
+    Output pixel ``(2i + py, 2j + px)`` reads the small map's rows ``i - 1 + py, i + py`` and columns
+    ``j - 1 + px, j + px``; two of the kernel's three rows (columns) read the same pixel, so their
+    integer weights are added. ``weight (C_out, C_in, 3, 3)`` int64 -> ``(2, 2, 4 C_in, C_out)``
+    float64: for each phase ``(py, px)``, the weights of the patch ``_PATCH_2X2`` (channels inner).
+    """
+    kernel_rows = {0: ([0], [1, 2]), 1: ([0, 1], [2])}  # phase -> kernel rows read by patch row 0, 1
+    out = torch.zeros(2, 2, 4, weight.shape[1], weight.shape[0], dtype=torch.int64)
+    for py in (0, 1):
+        for px in (0, 1):
+            for t, (ty, tx) in enumerate(_PATCH_2X2):
+                picked = weight[:, :, kernel_rows[py][ty]][:, :, :, kernel_rows[px][tx]]
+                out[py, px, t] = picked.sum((2, 3)).T
+    return out.reshape(2, 2, 4 * weight.shape[1], weight.shape[0]).double().numpy()
+
+
+def _conv_up2x_at(
+    a: np.ndarray, weights: np.ndarray, bias: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    """A 3x3 convolution (zero padding) of ``up2x(a)`` at the pixels ``(rows, cols)`` of the upsampled
+    map: ``a (h, w, C_in)`` integer-valued float64, ``weights`` from :func:`_phase_weights`, ``bias
+    (C_out,)`` -> ``(n, C_out)`` exact sums."""
+    padded = np.pad(a, ((1, 1), (1, 1), (0, 0)))
+    out = np.empty((len(rows), weights.shape[-1]))
+    for py in (0, 1):
+        for px in (0, 1):
+            sel = np.flatnonzero((rows % 2 == py) & (cols % 2 == px))
+            top, left = rows[sel] // 2 + py, cols[sel] // 2 + px  # patch corner in the padded map
+            out[sel] = _gathered_matmul(padded, top, left, _PATCH_2X2, weights[py, px], bias)
+    return out
+
+
+def _gathered_matmul(
+    padded: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    taps: Sequence[tuple[int, int]],
+    weight: np.ndarray,
+    bias: np.ndarray,
+) -> np.ndarray:
+    """``bias + patches @ weight`` for the patches whose top-left pixels are ``(rows, cols)`` of
+    ``padded (H, W, C)``: ``taps`` are the patch's ``(dy, dx)`` offsets, ``weight`` its
+    ``(len(taps) C, C_out)`` weights (channels inner). Returns ``(n, C_out)`` float64, gathered and
+    multiplied in blocks of ``_PATCH_BLOCK_BYTES``."""
+    flat = padded.reshape(-1, padded.shape[2])
+    offsets = np.array([dy * padded.shape[1] + dx for dy, dx in taps])
+    top_left = rows * padded.shape[1] + cols
+    out = np.empty((len(rows), weight.shape[1]))
+    step = max(1, _PATCH_BLOCK_BYTES // (8 * weight.shape[0]))
+    for start in range(0, len(rows), step):
+        index = (top_left[start : start + step, None] + offsets).ravel()
+        patches = np.take(flat, index, axis=0).reshape(-1, weight.shape[0])
+        np.matmul(patches, weight, out=out[start : start + step])
+    out += bias
+    return out
+
+
+def _rescale_np(acc: np.ndarray, from_bits: int, to_bits: int) -> np.ndarray:
+    """:func:`_rescale` in place on float64 integers: ``floor((acc + 2^(s-1)) 2^-s)``; the sum is an
+    integer below ``2^53`` and the scaling a power of two, so each step is exact."""
+    shift = from_bits - to_bits
+    acc += 2.0 ** (shift - 1)
+    acc *= 2.0**-shift
+    return np.floor(acc, out=acc)
+
+
+def _clamp_np(a: np.ndarray) -> np.ndarray:
+    return np.clip(a, -_ACT_MAX, _ACT_MAX, out=a)
+
+
+def _leak_np(a: np.ndarray) -> np.ndarray:
+    """:func:`_leak` in place on float64 integers ``|a| <= 2^ACT_BITS`` (it follows a clamp):
+    ``a / LEAK_DIVISOR`` is then within ``2^-25`` of the exact quotient, which is an integer or at
+    least ``1 / LEAK_DIVISOR`` away from one, so its floor is the exact floor division."""
+    quotient = a / LEAK_DIVISOR
+    np.floor(quotient, out=quotient)
+    return np.maximum(a, quotient, out=a)  # floor(a / 10) is >= a for a < 0 and <= a for a >= 0
 
 
 @torch.no_grad()

@@ -36,21 +36,37 @@ class VectorQuantizer(nn.Module):
     def nearest(self, y: Tensor) -> Tensor:
         """Index of the nearest code for every vector: ``(B, D, h, w) -> (B, h, w)`` int64.
 
-        Chunked over K, so memory is ``O(B h w * chunk)``.
+        ``argmin_k |e_k|^2 - 2 y.e_k`` (the squared distance less ``|y|^2``, which every code shares):
+        one matrix product per block of vectors and codes, in blocks of about 4 MB (few enough that
+        threads rarely wait on each other), with ``chunk`` codes per block, so memory is bounded
+        whatever the image. Between codes closer than float32 rounding the pick may differ from a
+        direct ``|y - e|^2``; the choice need not be reproducible (the file carries the index),
+        only a nearest code.
         """
         b, d, h, w = y.shape
         flat = y.permute(0, 2, 3, 1).reshape(-1, d).float()
         cb = self.codebook.float()
-        best_d = torch.full((flat.shape[0],), float("inf"), device=y.device)
-        best_i = torch.zeros(flat.shape[0], dtype=torch.long, device=y.device)
+        best = torch.empty(flat.shape[0], dtype=torch.long, device=y.device)
+        rows = max(1, (1 << 20) // min(self.chunk, cb.shape[0]))
+        for start in range(0, flat.shape[0], rows):
+            best[start : start + rows] = self._nearest_block(flat[start : start + rows], cb)
+        return best.view(b, h, w)
+
+    def _nearest_block(self, flat: Tensor, cb: Tensor) -> Tensor:
+        """:meth:`nearest` of ``flat (n, D)`` among ``cb (K, D)``: ``(n,)`` int64, ``chunk`` codes at a
+        time."""
+        best_d, best_i = None, None
         for start in range(0, cb.shape[0], self.chunk):
             part = cb[start : start + self.chunk]
-            dist = torch.cdist(flat, part).pow(2) if flat.shape[0] else flat.new_zeros(0, part.shape[0])
+            dist = torch.addmm(part.pow(2).sum(1), flat, part.T, alpha=-2)  # |e|^2 - 2 y.e, (n, chunk)
             val, arg = dist.min(dim=1)
+            if best_d is None:
+                best_d, best_i = val, arg
+                continue
             better = val < best_d
             best_d = torch.where(better, val, best_d)
             best_i = torch.where(better, arg + start, best_i)
-        return best_i.view(b, h, w)
+        return best_i
 
     def embed(self, idx: Tensor) -> Tensor:
         """Codebook vectors for indices: ``(B, h, w) -> (B, D, h, w)``."""
