@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hvq.nets.blocks import RateEmbedding
+from hvq.nets.hyperprior import HyperSynthesis
+
 #: Standard deviation of the random ``h_s.out`` weights: enough to move the means over many grid steps.
 VARY_STD = 0.3
 
@@ -47,3 +50,15 @@ def assert_tables_vary(freqs: list[np.ndarray] | tuple[np.ndarray, ...], min_row
                 f"granularity {g}: all {f.shape[0]} coded positions share one table"
             )
     assert checked, f"no granularity has {min_rows} or more coded positions: {[f.shape for f in freqs]}"
+
+
+def random_hyper_synthesis(hidden: int = 32, seed: int = 0) -> tuple[HyperSynthesis, RateEmbedding]:
+    """A seeded ``HyperSynthesis`` (D=4, Cz=8, diagonal) whose zero-initialised layers (``out``, the
+    FiLM projection) get random weights, so means, scales and the lambda conditioning all vary."""
+    torch.manual_seed(seed)
+    h_s, embed = HyperSynthesis(4, hidden, 8, 32, isotropic=False), RateEmbedding(32)
+    with torch.no_grad():
+        h_s.out.weight.normal_(0.0, 0.05)
+        h_s.film.proj.weight.normal_(0.0, 0.1)
+        h_s.film.proj.bias.normal_(0.0, 0.1)
+    return h_s, embed

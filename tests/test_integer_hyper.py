@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_hyper_synthesis
 
 import hvq
 from hvq import tables
@@ -45,18 +46,6 @@ def restore_torch_state() -> Iterator[None]:
     finally:
         torch.set_num_threads(threads)
         torch.set_default_dtype(dtype)
-
-
-def random_hyper_synthesis(hidden: int = 32, seed: int = 0) -> tuple[HyperSynthesis, RateEmbedding]:
-    """A seeded ``HyperSynthesis`` (D=4, Cz=8, diagonal) whose zero-initialised layers (``out``, the
-    FiLM projection) get random weights, so means, scales and the lambda conditioning all vary."""
-    torch.manual_seed(seed)
-    h_s, embed = HyperSynthesis(4, hidden, 8, 32, isotropic=False), RateEmbedding(32)
-    with torch.no_grad():
-        h_s.out.weight.normal_(0.0, 0.05)
-        h_s.film.proj.weight.normal_(0.0, 0.1)
-        h_s.film.proj.bias.normal_(0.0, 0.1)
-    return h_s, embed
 
 
 def random_inputs(z_limit: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

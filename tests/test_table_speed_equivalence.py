@@ -23,12 +23,12 @@ import constriction
 import numpy as np
 import pytest
 import torch
+from helpers import random_hyper_synthesis
 
 import hvq
 from hvq import tables
 from hvq.coder import encode_symbols
 from hvq.data import load_image
-from hvq.nets.hyperprior import HyperSynthesis
 from hvq.nets.integer import IntegerHyperSynthesis, film_tables
 from hvq.nets.quantizer import VectorQuantizer
 from hvq.symbols import coded_positions
@@ -153,15 +153,9 @@ def test_table_builder_is_the_same_for_any_block_size_and_thread_count(threads: 
 def random_network(seed: int, hidden: int = 32, hot: bool = False) -> IntegerHyperSynthesis:
     """A seeded integer hyper-synthesis (D=4, Cz=8, diagonal, FiLM) whose zero-initialised layers get
     random weights; ``hot`` multiplies the first layer by 8, so its outputs pass the clamp."""
-    from hvq.nets.blocks import RateEmbedding
-
-    torch.manual_seed(seed)
-    h_s, embed = HyperSynthesis(4, hidden, 8, 32, isotropic=False), RateEmbedding(32)
-    with torch.no_grad():
-        h_s.out.weight.normal_(0.0, 0.05)
-        h_s.film.proj.weight.normal_(0.0, 0.1)
-        h_s.film.proj.bias.normal_(0.0, 0.1)
-        if hot:
+    h_s, embed = random_hyper_synthesis(hidden, seed)
+    if hot:
+        with torch.no_grad():
             h_s.up1.weight.mul_(8.0)
     return IntegerHyperSynthesis.from_float(h_s, *film_tables(h_s, embed), z_support=24)
 
