@@ -36,6 +36,7 @@ values ``(lambda, coarse_ratio, medium_ratio)`` and a per-channel colour offset 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 
@@ -51,7 +52,7 @@ from hvq.entropy import ExactParameters, hyper_parameters, mask_bits, side_laten
 from hvq.nets import Decoder, Encoder, Hyperprior, VectorQuantizer, integer, route
 from hvq.nets.blocks import RateEmbedding
 from hvq.nets.router import cell_entropies
-from hvq.probability import SCALE_MAX, SCALE_MIN, StaticHistogram, embedding_bits, index_bits
+from hvq.probability import SCALE_MAX, SCALE_MIN, StaticHistogram, coded_index_bits, embedding_bits
 from hvq.symbols import (
     COLOUR_MAX,
     COLOUR_STEP,
@@ -328,18 +329,26 @@ class HVQCodec(nn.Module):
         lam = self.grid_lambda(index)  # the file carries the index: the codec works at its lambda
         dev = self.quantizer.codebook.device
         xp = pad(x.float().clamp(0, 1).unsqueeze(0).to(dev))
-        roi_p = None
-        if roi is not None:
-            roi = torch.as_tensor(roi, dtype=torch.float32)
-            if roi.shape[-2:] != (height, width):
-                raise ValueError(f"roi mask must be {height}x{width}, got {tuple(roi.shape[-2:])}")
-            margins = (0, xp.shape[3] - width, 0, xp.shape[2] - height)
-            roi_p = F.pad(roi.reshape(1, 1, height, width), margins).to(dev)
         t = torch.tensor(integer.lambda_grid_t(index), dtype=torch.float64)
         cond_e, _, _ = self._conds(t.view(1), device=dev)
         ys = [y.float() for y in self.encoder(xp, cond_e)]
         idxs = [self.quantizer.nearest(y) for y in ys]
-        return Features(height, width, lam, t, xp, roi_p, ys, idxs, cell_entropies(xp))
+        return self.with_roi(Features(height, width, lam, t, xp, None, ys, idxs, cell_entropies(xp)), roi)
+
+    @staticmethod
+    def with_roi(feats: Features, roi: Tensor | None) -> Features:
+        """``feats`` with another region of interest (``(H, W)`` 0/1, or ``None``): the encoder's
+        features do not depend on it, only the router does."""
+        height, width = feats.height, feats.width
+        if roi is None:
+            return dataclasses.replace(feats, roi_padded=None)
+        roi = torch.as_tensor(roi, dtype=torch.float32)
+        if roi.shape[-2:] != (height, width):
+            raise ValueError(f"roi mask must be {height}x{width}, got {tuple(roi.shape[-2:])}")
+        xp = feats.x_padded
+        margins = (0, xp.shape[3] - width, 0, xp.shape[2] - height)
+        roi_p = F.pad(roi.reshape(1, 1, height, width), margins).to(xp.device)
+        return dataclasses.replace(feats, roi_padded=roi_p)
 
     @torch.no_grad()
     def analyze(
@@ -379,9 +388,22 @@ class HVQCodec(nn.Module):
     @torch.no_grad()
     def fit_colour(self, sym: Symbols, feats: Features) -> Symbols:
         """``sym`` with its colour offset fitted to the image of ``feats`` (one decoder pass)."""
+        return self.fit_colour_and_synthesize(sym, feats)[0]
+
+    @torch.no_grad()
+    def fit_colour_and_synthesize(self, sym: Symbols, feats: Features) -> tuple[Symbols, Tensor]:
+        """:meth:`fit_colour`, and from the same decoder pass the image ``(3, H, W)`` that the file
+        will decode to (:meth:`synthesize` of the fitted symbols)."""
+        decoded = self._decode(sym)
         original = feats.x_padded[0, :, : feats.height, : feats.width].cpu()
-        sym.colour_offset = self.fit_colour_offset(self._decode(sym), original)
-        return sym
+        sym.colour_offset = self.fit_colour_offset(decoded, original)
+        return sym, self._with_offset(decoded, sym.colour_offset)
+
+    @staticmethod
+    def _with_offset(decoded: Tensor, colour_offset: tuple[int, int, int]) -> Tensor:
+        """The decoder's output with the file's colour offset added, clipped to [0, 1]."""
+        offset = torch.tensor(colour_offset, dtype=torch.float32).view(3, 1, 1) * COLOUR_STEP
+        return (decoded + offset).clamp(0, 1)
 
     @staticmethod
     def fit_colour_offset(decoded: Tensor, original: Tensor, rounds: int = 3) -> tuple[int, int, int]:
@@ -411,18 +433,17 @@ class HVQCodec(nn.Module):
         for g in range(3):
             hyper = hyper_parameters(self.hyperprior(g), feats.ys[g], masks[g], cond_h, self.cfg.z_support)
             total += float(hyper.z_bits.sum())
-            sel = masks[g][0, 0].flatten() > 0  # only the coded positions, as a (1, D, N, 1) map
-            mu_n, scale_n = (v[0].flatten(1)[:, sel][None, :, :, None] for v in (hyper.mu, hyper.scale))
-            idx_n = feats.indices[g][0].flatten()[sel][None, :, None]
-            total += float(index_bits(mu_n, scale_n, self.quantizer.codebook, idx_n).sum())
+            sel = masks[g][0, 0].flatten() > 0  # only the coded positions, as (N, D) rows
+            mu_n, scale_n = (v[0].flatten(1)[:, sel].T for v in (hyper.mu, hyper.scale))
+            idx_n = feats.indices[g][0].flatten()[sel]
+            total += float(coded_index_bits(mu_n, scale_n, self.quantizer.codebook, idx_n))
         return total + 8 * CONTAINER_OVERHEAD_BYTES
 
     @torch.no_grad()
     def synthesize(self, sym: Symbols) -> Tensor:
         """Image from decoded symbols: ``(3, H, W)`` in [0, 1] with the file's colour offset applied.
         Used by decompress *and* reconstruct."""
-        offset = torch.tensor(sym.colour_offset, dtype=torch.float32).view(3, 1, 1) * COLOUR_STEP
-        return (self._decode(sym) + offset).clamp(0, 1)
+        return self._with_offset(self._decode(sym), sym.colour_offset)
 
     @torch.no_grad()
     def _decode(self, sym: Symbols) -> Tensor:

@@ -142,6 +142,44 @@ def index_bits(
     return bits if mask is None else bits * mask
 
 
+@torch.no_grad()
+def coded_index_bits(
+    mu: Tensor, scale: Tensor, codebook: Tensor, indices: Tensor, chunk_rows: int = 4096
+) -> Tensor:
+    """Total bits ``sum_n -log2 p(indices_n)`` of N coded positions (no gradient): the value of
+    :func:`index_bits` summed, computed for rate estimates.
+
+    The positions are rows, so the half distances of a chunk are one ``(n, 2D+1) x (K, 2D+1)^T``
+    product (``F.linear``) of the expanded quadratic, and the log-softmax runs along contiguous
+    memory; chunks of ``chunk_rows`` positions keep the memory at ``chunk_rows * K`` floats.
+
+    Args:
+        mu, scale: ``(N, D)`` means and diagonal standard deviations (or ``(N, 1)`` isotropic).
+        codebook: ``(K, D)``.
+        indices: ``(N,)`` int64 chosen codes.
+
+    Returns:
+        A 0-dim float64 tensor: the total bits.
+    """
+    shapes_ok = mu.dim() == 2 and codebook.dim() == 2 and mu.shape[1] == codebook.shape[1]
+    if not shapes_ok or indices.shape != mu.shape[:1]:
+        raise ValueError(
+            f"need mu (N, D), codebook (K, D), indices (N,); got {tuple(mu.shape)}, "
+            f"{tuple(codebook.shape)}, {tuple(indices.shape)}"
+        )
+    e = codebook.to(mu.dtype)
+    # half distance = 1/2 sum_d w_d e_kd^2 - sum_d w_d mu_d e_kd + 1/2 sum_d w_d mu_d^2
+    code_terms = torch.cat([0.5 * e * e, -e, torch.ones_like(e[:, :1])], dim=1)  # (K, 2D+1)
+    total = torch.zeros((), dtype=torch.float64)
+    for start in range(0, mu.shape[0], chunk_rows):
+        m = mu[start : start + chunk_rows]
+        w = scale[start : start + chunk_rows].clamp(SCALE_MIN, SCALE_MAX).pow(-2).expand_as(m)
+        rows = torch.cat([w, w * m, 0.5 * (w * m * m).sum(1, keepdim=True)], dim=1)  # (n, 2D+1)
+        log_p = torch.log_softmax(-F.linear(rows, code_terms), dim=1)  # (n, K)
+        total -= log_p.gather(1, indices[start : start + chunk_rows, None]).double().sum()
+    return total / LOG2
+
+
 def embedding_bits(mu: Tensor, scale: Tensor, codebook: Tensor, y_hat: Tensor) -> Tensor:
     """Bits of the codes whose vectors are ``y_hat`` (the straight-through quantised features).
 

@@ -15,6 +15,7 @@ from hvq.probability import (
     SCALE_MIN,
     FactorizedPrior,
     StaticHistogram,
+    coded_index_bits,
     half_mahalanobis,
     index_bits,
     index_log_probs,
@@ -276,6 +277,35 @@ def test_index_bits_bad_indices_shape() -> None:
         index_bits(mu, scale, codebook, torch.zeros(2, 3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="indices"):
         index_bits(mu, scale, codebook, torch.zeros(2, 1, 3, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("isotropic", [False, True], ids=["diagonal", "isotropic"])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 4096])
+def test_coded_index_bits_equals_summed_reference(isotropic: bool, chunk_rows: int) -> None:
+    """The rate estimate's row layout sums to the brute-force bits of the chosen codes."""
+    mu, scale, codebook = _inputs(21, b=1, h=4, w=9, k=40, isotropic=isotropic)
+    indices = torch.randint(0, 40, (1, 4, 9), generator=_gen(22))
+    reference = -_reference_log_probs(mu, scale, codebook).gather(1, indices.unsqueeze(1)).sum() / math.log(2)
+    rows = [v[0].flatten(1).T for v in (mu, scale)]  # (N, D) and (N, 1 or D)
+    total = coded_index_bits(*rows, codebook, indices.flatten(), chunk_rows=chunk_rows)
+    assert total.dtype == torch.float64
+    assert float(total) == pytest.approx(float(reference), rel=1e-9)
+
+
+def test_coded_index_bits_float32_close_to_index_bits() -> None:
+    mu, scale, codebook = _inputs(23, b=1, h=16, w=16, k=1024, dtype=torch.float32)
+    indices = torch.randint(0, 1024, (1, 16, 16), generator=_gen(24))
+    rows = [v[0].flatten(1).T for v in (mu, scale)]
+    total = coded_index_bits(*rows, codebook, indices.flatten())
+    assert float(total) == pytest.approx(float(index_bits(mu, scale, codebook, indices).sum()), rel=1e-4)
+
+
+def test_coded_index_bits_bad_shapes() -> None:
+    mu, scale, codebook = torch.zeros(5, 4), torch.ones(5, 4), torch.zeros(8, 4)
+    with pytest.raises(ValueError, match="indices"):
+        coded_index_bits(mu, scale, codebook, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="codebook"):
+        coded_index_bits(mu, scale, torch.zeros(8, 3), torch.zeros(5, dtype=torch.long))
 
 
 # ---------------------------------------------------------------------------------------------------

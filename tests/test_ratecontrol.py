@@ -10,7 +10,7 @@ from hvq.config import load_config
 from hvq.container import Container
 from hvq.model import HVQCodec
 from hvq.nets.blocks import FiLM
-from hvq.ratecontrol import RateTargetError, compress_to_bpp, ratios_for, reachable_bpp
+from hvq.ratecontrol import RateController, RateTargetError, compress_to_bpp, ratios_for, reachable_bpp
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +208,69 @@ def test_a_region_of_interest_over_the_whole_image_gives_an_ordered_band(model):
     res = compress_to_bpp(model, x, (low + high) / 2, roi=roi)
     assert res.coarse_ratio == res.medium_ratio == 0.0
     assert torch.equal(model.decompress(res.data), model.reconstruct(x, res.lam, 0.0, 0.0, roi))
+
+
+def _counting_encoder(model, monkeypatch) -> list[int]:
+    """Count the runs of ``model.encode_features`` (the encoder network) from now on."""
+    calls = [0]
+    original = model.encode_features
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "encode_features", counted)
+    return calls
+
+
+def test_controller_serves_a_slider_without_running_the_encoder_again(model, monkeypatch):
+    """Target after target on one RateController: each lands within the tolerance, the encoder ran
+    once (in the constructor), and the estimates already made are reused (the ends p = 0 and 1 are
+    estimated once, so a later target never needs more than the first did)."""
+    x = photo_like(96, 128, 7)
+    calls = _counting_encoder(model, monkeypatch)
+    control = RateController(model, x)
+    low, high = control.reachable()
+    assert (low, high) == pytest.approx(reachable_bpp(model, x))
+    results = [control.compress(low + frac * (high - low)) for frac in (0.3, 0.7, 0.5, 0.31)]
+    assert calls[0] == 1 + 1  # the controller, and reachable_bpp's own
+    for frac, res in zip((0.3, 0.7, 0.5, 0.31), results, strict=True):
+        target = low + frac * (high - low)
+        assert abs(8 * len(res.data) / (96 * 128) - target) <= 0.02 * target
+    assert results[0].estimates >= 2 + 1  # the two ends and at least one step inside
+    assert all(r.estimates < results[0].estimates for r in results[1:])
+    back = control.compress(low + 0.3 * (high - low))  # the slider moved back: nothing is computed
+    assert back.data == results[0].data and back.real_encodes == back.estimates == 0
+
+
+def test_controller_result_carries_the_decoded_image_and_symbols(model):
+    """``reconstruction`` is what the file decodes to, bit for bit, and ``symbols`` are its symbols:
+    a slider shows them without decoding again."""
+    x = photo_like(64, 96, 8)
+    control = RateController(model, x)
+    low, high = control.reachable()
+    res = control.compress(0.5 * (low + high))
+    assert torch.equal(res.reconstruction, model.decompress(res.data))
+    again = model.analyze(x, res.lam, res.coarse_ratio, res.medium_ratio)
+    for mine, theirs in zip(
+        res.symbols.masks + res.symbols.indices, again.masks + again.indices, strict=True
+    ):
+        assert torch.equal(mine, theirs)
+    assert res.symbols.colour_offset == again.colour_offset
+
+
+def test_controller_with_roi_reuses_the_encoder(model, monkeypatch):
+    """A new region of interest on the same image: no encoder run, the region is fine, and the file
+    is the one a fresh search with that region finds at the same knobs."""
+    x = photo_like(64, 64, 9)
+    roi = torch.zeros(64, 64)
+    roi[16:32, 16:48] = 1
+    control = RateController(model, x)
+    calls = _counting_encoder(model, monkeypatch)
+    with_roi = control.with_roi(roi)
+    low, high = with_roi.reachable()
+    res = with_roi.compress(low + 0.4 * (high - low))
+    assert calls[0] == 0
+    assert res.symbols.masks[0][0, 0, 4:8, 4:12].all()
+    assert res.data == model.compress(x, res.lam, res.coarse_ratio, res.medium_ratio, roi)
+    assert control.with_roi(None).reachable() == pytest.approx(control.reachable())
