@@ -123,6 +123,15 @@ class HVQCodec(nn.Module):
         self._tag_cache: bytes | None = None
 
     # ------------------------------------------------------------------ knobs
+    def channels_last(self) -> HVQCodec:
+        """Keep the encoder's and decoder's convolution weights in channels-last order. On a CPU,
+        oneDNN then runs both networks about a quarter faster (README "Speed"). Only the float
+        rounding of their outputs changes: the weights, the model tag and the decoding of a file to
+        symbols do not. :func:`hvq.pretrained.load_pretrained` does it for a CPU model."""
+        self.encoder.to(memory_format=torch.channels_last)
+        self.decoder.to(memory_format=torch.channels_last)
+        return self
+
     def lambda_to_t(self, lam: Tensor | float) -> Tensor:
         """Normalised log-lambda in [0, 1] (the rate input); errors outside the trained range."""
         lam = torch.as_tensor(lam, dtype=torch.float64)

@@ -34,7 +34,7 @@ def load_pretrained(name: str = "reduced", device: str | torch.device = "cpu") -
                 f"no shipped model named {name!r}; available: {available() or 'none yet'}"
             )
     model, _, _ = model_from_checkpoint(path, device)
-    return model
+    return model.channels_last() if torch.device(device).type == "cpu" else model
 
 
 def model_card(name: str = "reduced") -> dict:

@@ -20,6 +20,11 @@ default, or any ``quality`` callable, lower is better) wins. The chosen knobs ar
 so the decoder needs nothing else. A target outside what the model can reach on that image raises
 :class:`RateTargetError` naming the reachable range. A large image (:mod:`hvq.tiles`) gets one search
 for all its tiles: one lambda and one ``p``, estimated and real sizes summed over the tiles.
+
+:func:`compress_to_bpp` runs one search. A slider asks for target after target on one image:
+:class:`RateController` keeps the encoder's features and every estimate between targets, and its
+results carry the symbols and the decoded image, so a move costs a few estimates, one or two real
+encodes and one decoder pass (notebook 05, ``benchmarks/bench_slider.py``).
 """
 
 from __future__ import annotations

@@ -225,3 +225,25 @@ def test_file_decodes_to_the_same_symbols_on_a_cpu_without_avx(monkeypatch, tmp_
     max_diff = int(np.abs(here.astype(np.int16) - there.astype(np.int16)).max())
     print(f"native {torch.backends.cpu.get_cpu_capability()} vs DEFAULT: max pixel difference {max_diff}")
     assert max_diff <= 1
+
+
+def test_channels_last_weights_change_rounding_only(monkeypatch) -> None:
+    """``load_pretrained`` keeps the CPU model's network weights channels-last (faster convolutions):
+    same model tag, a file of either layout decodes to the same symbols under the other, and the two
+    reconstructions of one file differ by float rounding (at most one level after 8-bit rounding)."""
+    import hvq
+    from hvq.checkpoint import model_from_checkpoint
+    from hvq.pretrained import PRETRAINED_DIR
+
+    fast = hvq.load_pretrained("reduced")
+    plain, _, _ = model_from_checkpoint(PRETRAINED_DIR / "reduced.pt")
+    conv = fast.decoder.conv_out.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert plain.decoder.conv_out.weight.is_contiguous()
+    assert fast.model_tag() == plain.model_tag()
+    image = fz.synthetic_image(64, 96, seed=11)
+    for data in (fast.compress(image), plain.compress(image)):
+        x_fast, sym_fast = decode_with_symbols(fast, data, monkeypatch)
+        x_plain, sym_plain = decode_with_symbols(plain, data, monkeypatch)
+        assert symbols_digest(sym_fast) == symbols_digest(sym_plain)
+        assert float((x_fast - x_plain).abs().max()) < 1e-3
