@@ -71,10 +71,13 @@ def roi_move_before(model, x, target: float, box) -> None:
     _render(figures.roi_figure(x, box, rows))
 
 
-def roi_move_now(control: RateController, x, target: float, box) -> None:
+def roi_move_now(control: RateController, x, target: float, box, by_box: dict) -> None:
+    """As notebook 05: one controller per box seen (``by_box``), the plain one shared."""
     h, w = x.shape[1:]
+    if box not in by_box:
+        by_box[box] = control.with_roi(maps.box_mask(h, w, box))
     rows = []
-    for ctl in (control, control.with_roi(maps.box_mask(h, w, box))):
+    for ctl in (control, by_box[box]):
         res = ctl.compress(target)
         rows.append(("", res.symbols, res.reconstruction, len(res.data)))
     _render(figures.roi_figure(x, box, rows))
@@ -114,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     before = [
         _timed(lambda t=t, b=b: roi_move_before(model, x, t, b)) for t, b in zip(targets, boxes, strict=True)
     ]
+    by_box: dict = {}
     now = [
-        _timed(lambda t=t, b=b: roi_move_now(control, x, t, b)) for t, b in zip(targets, boxes, strict=True)
+        _timed(lambda t=t, b=b: roi_move_now(control, x, t, b, by_box))
+        for t, b in zip(targets, boxes, strict=True)
     ]
     rows.append(("ROI panel, per move (two files)", now, before))
 
