@@ -142,12 +142,12 @@ def index_bits(
     return bits if mask is None else bits * mask
 
 
-@torch.no_grad()
 def coded_index_bits(
     mu: Tensor, scale: Tensor, codebook: Tensor, indices: Tensor, chunk_rows: int = 4096
 ) -> Tensor:
-    """Total bits ``sum_n -log2 p(indices_n)`` of N coded positions (no gradient): the value of
-    :func:`index_bits` summed, computed for rate estimates.
+    """Total bits ``sum_n -log2 p(indices_n)`` of N coded positions: the value of :func:`index_bits`
+    summed, for rate estimates and for refitting the hyperpriors (differentiable in ``mu``, ``scale``
+    and ``codebook``; :mod:`hvq.refit`).
 
     The positions are rows, so the half distances of a chunk are one ``(n, 2D+1) x (K, 2D+1)^T``
     product (``F.linear``) of the expanded quadratic, and the log-softmax runs along contiguous
@@ -170,14 +170,14 @@ def coded_index_bits(
     e = codebook.to(mu.dtype)
     # half distance = 1/2 sum_d w_d e_kd^2 - sum_d w_d mu_d e_kd + 1/2 sum_d w_d mu_d^2
     code_terms = torch.cat([0.5 * e * e, -e, torch.ones_like(e[:, :1])], dim=1)  # (K, 2D+1)
-    total = torch.zeros((), dtype=torch.float64)
+    parts = [torch.zeros((), dtype=torch.float64)]
     for start in range(0, mu.shape[0], chunk_rows):
         m = mu[start : start + chunk_rows]
         w = scale[start : start + chunk_rows].clamp(SCALE_MIN, SCALE_MAX).pow(-2).expand_as(m)
         rows = torch.cat([w, w * m, 0.5 * (w * m * m).sum(1, keepdim=True)], dim=1)  # (n, 2D+1)
         log_p = torch.log_softmax(-F.linear(rows, code_terms), dim=1)  # (n, K)
-        total -= log_p.gather(1, indices[start : start + chunk_rows, None]).double().sum()
-    return total / LOG2
+        parts.append(-log_p.gather(1, indices[start : start + chunk_rows, None]).double().sum())
+    return torch.stack(parts).sum() / LOG2
 
 
 def embedding_bits(mu: Tensor, scale: Tensor, codebook: Tensor, y_hat: Tensor) -> Tensor:

@@ -300,6 +300,24 @@ def test_coded_index_bits_float32_close_to_index_bits() -> None:
     assert float(total) == pytest.approx(float(index_bits(mu, scale, codebook, indices).sum()), rel=1e-4)
 
 
+def test_coded_index_bits_gradient_matches_index_bits() -> None:
+    """The refit (hvq.refit) trains on it: its gradient in mu and scale is that of index_bits."""
+    mu, scale, codebook = _inputs(25, b=1, h=3, w=5, k=32, dtype=torch.float64)
+    indices = torch.randint(0, 32, (1, 3, 5), generator=_gen(26))
+    grads = []
+    for rows_layout in (True, False):
+        m, s = mu.clone().requires_grad_(True), scale.clone().requires_grad_(True)
+        if rows_layout:
+            total = coded_index_bits(m[0].flatten(1).T, s[0].flatten(1).T, codebook, indices.flatten())
+        else:
+            total = index_bits(m, s, codebook, indices).sum()
+        total.backward()
+        grads.append((m.grad, s.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    assert grads[0][0].abs().sum() > 0
+
+
 def test_coded_index_bits_bad_shapes() -> None:
     mu, scale, codebook = torch.zeros(5, 4), torch.ones(5, 4), torch.zeros(8, 4)
     with pytest.raises(ValueError, match="indices"):

@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import io
 import math
 
 import numpy as np
@@ -592,6 +593,53 @@ def test_roi_figure_one_row_per_file_with_the_box(coded):
     np.testing.assert_allclose(rows[3].get_images()[0].get_array(), maps.to_numpy_image(x_hat[:, 4:20, 8:24]))
     box_patches = [p for ax in rows[:3] for p in ax.patches if p.get_width() == 16]
     assert len(box_patches) == 3
+
+
+def test_roi_figure_has_a_fixed_layout_and_titles_that_skip_tick_layout(coded):
+    """A slider redraws it: no layout engine, and no title searches tick labels (slow in matplotlib)."""
+    from hvq.plots import figures
+
+    model, x, sym, data = coded
+    fig = figures.roi_figure(x, (8, 4, 24, 20), [("a", sym, model.decompress(data), len(data))])
+    assert fig.get_layout_engine() is None
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    assert len(titled) == 4
+    assert not any(ax._autotitlepos for ax in titled)
+
+
+def test_figure_png_fast_and_full_give_pngs_of_the_figure():
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    fig = Figure(figsize=(4, 2), dpi=50)
+    fig.subplots().plot([0, 1], [1, 0])
+    fast, full = maps.figure_png(fig, fast=True), maps.figure_png(fig)
+    assert Image.open(io.BytesIO(fast)).size == (200, 100)  # drawn as laid out
+    assert Image.open(io.BytesIO(full)).size != (200, 100)  # cropped to the content
+    assert fast[:8] == full[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figure_panel_redraws_on_a_move_and_shows_the_initial_figure():
+    pytest.importorskip("ipywidgets")
+    import ipywidgets as widgets
+    from matplotlib.figure import Figure
+
+    calls = []
+
+    def make(n):
+        calls.append(n)
+        fig = Figure(figsize=(2, 2), dpi=40)
+        fig.subplots().plot(range(n))
+        return fig if n > 1 else None
+
+    slider = widgets.IntSlider(value=3, min=0, max=9)
+    panel = maps.figure_panel(make, {"n": slider}, initial=make(3))
+    out = panel.children[-1]
+    assert calls == [3] and len(out.outputs) == 1 and "image/png" in out.outputs[0]["data"]
+    slider.value = 5
+    assert calls == [3, 5]
+    slider.value = 1  # no figure: nothing drawn, the function ran
+    assert calls == [3, 5, 1]
 
 
 def test_gradient_flow_figure_bars_and_zeros():
