@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from hvq.checkpoint import model_from_checkpoint, save_checkpoint  # noqa: E402
 from hvq.data import ImageFolderCrops  # noqa: E402
-from hvq.refit import refit_hyperpriors  # noqa: E402
+from hvq.refit import refit_hyperpriors, widen_side_latent  # noqa: E402
 from hvq.train import sample_knobs  # noqa: E402
 
 LOG_EVERY = 50
@@ -43,10 +44,15 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--z-channels", type=int, default=None,
+                    help="first widen the side latents to this many channels (hvq.refit.widen_side_latent)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     model, cfg, state = model_from_checkpoint(args.init, "cpu")
+    if args.z_channels:
+        model = widen_side_latent(model, args.z_channels)
+        cfg = dataclasses.replace(cfg, model=model.cfg)
     data = ImageFolderCrops(args.data_dir / "train", crop=args.crop, epoch_size=10**6, cache=True)
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True, generator=gen)
     args.run_dir.mkdir(parents=True, exist_ok=True)

@@ -110,3 +110,42 @@ def refit_hyperpriors(
     model.eval()
     model.update()
     return step
+
+
+#: Parameters of h_a whose first axis is the side latent's channels (its last convolution).
+_Z_ROWS = ("h_a.net.4.weight", "h_a.net.4.bias")
+#: Scale of h_a's fresh weights for new channels: their z starts near 0, so it costs few bits.
+NEW_CHANNEL_SCALE = 0.1
+
+
+def widen_side_latent(model: HVQCodec, z_channels: int) -> HVQCodec:
+    """A copy of ``model`` whose side latents have ``z_channels`` channels (more than its own): the
+    old channels keep their weights, ``h_s`` reads the new ones with zero weights (so mu and sigma
+    are unchanged until a refit teaches it to use them), ``h_a`` gives them fresh weights scaled by
+    ``NEW_CHANNEL_SCALE`` and their priors start as copies of the old channels' (channel ``i`` from
+    ``i mod old``). Every other tensor is copied. Tables are updated."""
+    import dataclasses
+
+    old = model.cfg.z_channels
+    if z_channels <= old:
+        raise ValueError(f"z_channels {z_channels} must exceed the model's {old}")
+    wide = HVQCodec(dataclasses.replace(model.cfg, z_channels=z_channels))
+    state = wide.state_dict()
+    for name, value in model.state_dict().items():
+        target = state[name]
+        if target.shape == value.shape:
+            target.copy_(value)
+        elif name.endswith("h_s.up1.weight"):  # (hidden, z, 3, 3): the new inputs read nothing
+            target.zero_()
+            target[:, :old].copy_(value)
+        elif "prior." in name:  # a new channel starts with the density of old channel (i mod old)
+            target.copy_(value[torch.arange(z_channels) % old])
+        elif any(key in name for key in _Z_ROWS):  # h_a: the new channels start small, so cheap
+            target[old:] *= NEW_CHANNEL_SCALE
+            target[:old].copy_(value)
+        elif name != "z_freqs":  # recomputed by update()
+            raise ValueError(f"{name}: unexpected shape {tuple(value.shape)} -> {tuple(target.shape)}")
+    wide.load_state_dict(state)
+    wide.eval()
+    wide.update()
+    return wide

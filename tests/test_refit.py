@@ -3,11 +3,12 @@ training pass's, and the rate of the refitted codec falls while its indices and 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hvq.config import load_config
 from hvq.model import HVQCodec
-from hvq.refit import hyperprior_parameters, rate_bits, refit_hyperpriors
+from hvq.refit import hyperprior_parameters, rate_bits, refit_hyperpriors, widen_side_latent
 
 
 def _model(seed: int = 0) -> HVQCodec:
@@ -81,3 +82,30 @@ def test_refit_stops_when_its_time_is_spent():
     ticks = iter(range(1000))
     steps = refit_hyperpriors(model, [_images(3)] * 50, _knobs, seconds=3.0, clock=lambda: float(next(ticks)))
     assert steps == 3  # clock 1, 2 -> fractions 1/3, 2/3; then 3 -> 1, the last step
+
+
+def test_widened_side_latent_keeps_the_indices_bits_and_image_and_codes():
+    model = _model()
+    wide = widen_side_latent(model, 2 * model.cfg.z_channels)
+    assert wide.cfg.z_channels == 2 * model.cfg.z_channels
+    x = _images(4, b=1)
+    with torch.no_grad():
+        a, b = model(x, 1.0, 0.3, 0.4), wide(x, 1.0, 0.3, 0.4)
+    torch.testing.assert_close(b["bpp_index"], a["bpp_index"])
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    assert float(b["bpp_z"]) < 2 * float(a["bpp_z"]) + 0.05  # the new channels start cheap
+    data = wide.compress(x[0], lam=1.0, coarse_ratio=0.3, medium_ratio=0.4)
+    torch.testing.assert_close(wide.decompress(data), wide.reconstruct(x[0], 1.0, 0.3, 0.4), atol=0, rtol=0)
+
+
+def test_a_refit_of_a_widened_model_uses_the_new_channels():
+    wide = widen_side_latent(_model(), 8)
+    old = _model().cfg.z_channels
+    refit_hyperpriors(wide, [_images(5, b=4)] * 10, _knobs, seconds=1e9, lr=3e-3, lr_min=3e-3)
+    assert all(float(hp.h_s.up1.weight[:, old:].detach().abs().sum()) > 0 for hp in wide.hyperpriors)
+
+
+def test_widening_to_fewer_channels_is_refused():
+    model = _model()
+    with pytest.raises(ValueError, match="must exceed"):
+        widen_side_latent(model, model.cfg.z_channels)
