@@ -17,7 +17,9 @@ hyperprior's bits and scales as side information, so a refit can move the recons
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from collections.abc import Callable, Iterable
 
 import torch
@@ -83,8 +85,6 @@ def refit_hyperpriors(
     medium ratio)`` (:func:`hvq.train.sample_knobs`); ``on_step(step, lr, bpp_index, bpp_z)`` is called
     after every step. Returns the number of steps. The model is left in eval mode.
     """
-    import time
-
     clock = clock or time.monotonic
     model.eval()
     model.hyperpriors.train()  # noisy z and its differentiable likelihood, as in training
@@ -124,8 +124,6 @@ def widen_side_latent(model: HVQCodec, z_channels: int) -> HVQCodec:
     are unchanged until a refit teaches it to use them), ``h_a`` gives them fresh weights scaled by
     ``NEW_CHANNEL_SCALE`` and their priors start as copies of the old channels' (channel ``i`` from
     ``i mod old``). Every other tensor is copied. Tables are updated."""
-    import dataclasses
-
     old = model.cfg.z_channels
     if z_channels <= old:
         raise ValueError(f"z_channels {z_channels} must exceed the model's {old}")

@@ -206,8 +206,8 @@ class LivePlot:
 def figure_png(fig, fast: bool = False) -> bytes:
     """A figure as PNG bytes. ``fast`` (a slider's redraw): drawn once as laid out, at PNG compression
     level 1; otherwise cropped to its content (``bbox_inches="tight"``, a second drawing pass) at the
-    default level, as Jupyter's inline backend does. On notebook 05's ROI figure ``fast`` takes about
-    half the time, for a 16% larger PNG (``benchmarks/bench_slider.py``)."""
+    default level, as Jupyter's inline backend does. On notebook 05's ROI figure ``fast`` took about
+    half the time in one measurement, for a 16% larger PNG."""
     import io
 
     buf = io.BytesIO()
