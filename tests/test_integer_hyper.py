@@ -223,7 +223,7 @@ def test_shipped_model_bound_holds_and_is_attained() -> None:
         assert max(bounds.values()) < 2**integer.EXACT_BITS
         hidden = hp.h_s.up2.in_channels
         limits = {
-            "up1": torch.full((8,), Z_SUPPORT * 2 ** integer.frac_bits("z")),
+            "up1": torch.full((hp.h_s.up1.in_channels,), Z_SUPPORT * 2 ** integer.frac_bits("z")),
             "up2": torch.full((hidden,), act),
             "mix": torch.cat([torch.full((hidden,), act), torch.tensor([2 ** integer.frac_bits("up2")])]),
             "out": torch.full((hidden,), act),
