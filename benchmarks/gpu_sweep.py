@@ -112,9 +112,13 @@ def launch(names: list[str], budget: float, runs: Path, data_dir: Path, train_ov
         print(f"{name}: exit {proc.returncode}", flush=True)
 
 
-def _crop16(x: torch.Tensor) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    return x[..., : h - h % 16, : w - w % 16]
+def held_out_images(data_dir: Path) -> list[torch.Tensor]:
+    """The held-out photos ``<data dir>/val`` (sorted), each cropped to a multiple of 16 per side."""
+    images = []
+    for path in sorted(find_images(data_dir / "val")):
+        x = load_image(path)
+        images.append(x[..., : x.shape[-2] // 16 * 16, : x.shape[-1] // 16 * 16])
+    return images
 
 
 @torch.no_grad()
@@ -168,7 +172,7 @@ def main() -> None:
         launch(args.variants, args.budget, args.runs, args.data_dir, overrides)
     print(f"training done in {time.time() - t0:.0f} s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    val = [_crop16(load_image(f)) for f in sorted(find_images(args.data_dir / "val"))][: args.max_val]
+    val = held_out_images(args.data_dir)[: args.max_val]
     lpips = LPIPS().to(args.device)
     candidates = {"shipped": args.baseline} if args.baseline.exists() else {}
     candidates.update({n: args.runs / n / "checkpoint.pt" for n in args.variants})

@@ -18,12 +18,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from gpu_sweep import held_out_images  # noqa: E402
 
 from hvq.checkpoint import model_from_checkpoint  # noqa: E402
-from hvq.data import find_images, load_image  # noqa: E402
 from hvq.entropy import hyper_parameters  # noqa: E402
 from hvq.model import GRANULARITIES  # noqa: E402
 from hvq.probability import LOG2  # noqa: E402
@@ -59,10 +60,7 @@ def main() -> None:
     ap.add_argument("--lam", type=float, default=1.41)
     args = ap.parse_args()
     model, _, _ = model_from_checkpoint(args.checkpoint)
-    images = []
-    for path in sorted(find_images(args.data_dir / "val")):
-        x = load_image(path)
-        images.append(x[:, : x.shape[1] // 16 * 16, : x.shape[2] // 16 * 16])
+    images = held_out_images(args.data_dir)
     print(f"{args.checkpoint.name}: z_channels {model.cfg.z_channels}, {len(images)} held-out photos, "
           f"lambda {args.lam}\n")  # fmt: skip
     print("| ratios | granularity | coded indices | static b/index | hyperprior b/index | z b/index "
