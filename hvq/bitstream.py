@@ -5,7 +5,8 @@ colour offset; all but the ratios integers) and seven range-coded streams, writt
 order::
 
     mask     coarse cells at coarse_ratio, then the medium cells among the rest (one slot, split)
-    z g      for g in fine, medium, coarse: the side latent, one factorised table per channel
+    z g      for g in fine, medium, coarse: the side latent in the 4x4 blocks that hold a coded
+             position (elsewhere it is 0 and not coded), one factorised table per channel
     index g  for g in fine, medium, coarse: the codebook indices at the coded positions, with the
              integer tables that the entropy model computes from z_hat (decoded first)
 
@@ -26,7 +27,7 @@ from torch import Tensor
 from hvq import coder
 from hvq.config import ModelConfig
 from hvq.container import Container, symbols_crc32
-from hvq.entropy import mask_table
+from hvq.entropy import mask_table, occupied_blocks
 from hvq.errors import BitstreamError
 from hvq.nets.integer import LAMBDA_STEPS
 from hvq.nets.router import medium_cells
@@ -62,6 +63,11 @@ def mask_symbols(masks: list[Tensor]) -> tuple[np.ndarray, np.ndarray]:
     return coarse, masks[1][0, 0].flatten().numpy().astype(np.int64)[avail]
 
 
+def occupied_z(mask: Tensor) -> np.ndarray:
+    """``(h/4 * w/4,)`` bool: the z elements of a granularity that are coded (its occupied blocks)."""
+    return occupied_blocks(mask)[0, 0].flatten().numpy() > 0
+
+
 def encode(model: EntropyModel, sym: Symbols) -> bytes:
     """Range-code ``sym`` (whose ``freqs`` the entropy model filled) into ``.hvq`` bytes."""
     coarse_sym, medium_sym = mask_symbols(sym.masks)
@@ -72,7 +78,7 @@ def encode(model: EntropyModel, sym: Symbols) -> bytes:
     z_syms, idx_syms = [], []
     s = model.cfg.z_support
     for g in range(3):
-        zs = (sym.z_hat[g][0].long() + s).numpy()
+        zs = (sym.z_hat[g][0].long() + s).flatten(1).numpy()[:, occupied_z(sym.masks[g])]  # (C, n)
         z_syms.append(zs.flatten())
         streams.append(coder.encode_symbols(zs.flatten(), model.z_tables(g, zs.shape)))
     for g in range(3):
@@ -155,9 +161,12 @@ def decode(model: EntropyModel, data: bytes) -> Symbols:
     z_hats, z_syms = [], []
     for g in range(3):
         zshape = (model.cfg.z_channels, z_side(hp // STRIDES[g]), z_side(wp // STRIDES[g]))
-        zs = coder.decode_symbols(c.streams[1 + g], model.z_tables(g, zshape))
+        occupied = occupied_z(masks[g])
+        zs = coder.decode_symbols(c.streams[1 + g], model.z_tables(g, (zshape[0], int(occupied.sum()))))
         z_syms.append(zs)
-        z_hats.append(torch.from_numpy(zs - s).float().view(1, *zshape))
+        z = np.zeros((zshape[0], occupied.size), dtype=np.int64)
+        z[:, occupied] = zs.reshape(zshape[0], -1) - s
+        z_hats.append(torch.from_numpy(z).float().view(1, *zshape))
     idxs, freqs, log_scales, idx_syms = [], [], [], []
     for g in range(3):
         f, log_s, pos = model.index_tables(g, z_hats[g], masks[g], index)

@@ -34,7 +34,7 @@ import numpy as np
 from hvq.errors import BitstreamError
 
 MAGIC = b"\x89HVQ"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MAX_KNOBS = 16
 #: A single image has 7 streams; a tiled one (:mod:`hvq.tiles`) one per tile, at most 67 below the
 #: codec's pixel limit.

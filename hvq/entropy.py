@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hvq import tables
@@ -48,9 +49,21 @@ class HyperOutput:
     scale: Tensor
 
 
+def occupied_blocks(mask: Tensor) -> Tensor:
+    """``(B, 1, h/4, w/4)``: 1 where a 4x4 block of ``mask (B, 1, h, w)`` (the area of one z element)
+    holds a coded position, else 0; ceil-sized like z (:func:`hvq.symbols.z_side`).
+
+    z is coded in occupied blocks only; elsewhere it is 0 and costs nothing (the decoder knows the
+    masks before z). Nothing coded lies under an empty block, so its z would only have informed the
+    neighbours that ``h_s`` reads through its kernels: on held-out photos that was worth less than
+    the z itself (``benchmarks/saving_by_granularity.py``)."""
+    return (F.max_pool2d(mask, 4, ceil_mode=True) > 0).to(mask.dtype)
+
+
 def side_latent(hp: Hyperprior, y: Tensor, mask: Tensor, z_support: int) -> Tensor:
-    """The coded side latent: ``round(h_a(y, m))`` clamped to ``[-z_support, z_support]``."""
-    return torch.round(hp.h_a(y, mask)).clamp(-z_support, z_support)
+    """The coded side latent: ``round(h_a(y, m))`` clamped to ``[-z_support, z_support]``, 0 in the
+    blocks without a coded position (:func:`occupied_blocks`)."""
+    return torch.round(hp.h_a(y, mask)).clamp(-z_support, z_support) * occupied_blocks(mask)
 
 
 def hyper_parameters(
@@ -58,14 +71,18 @@ def hyper_parameters(
 ) -> HyperOutput:
     """``h_a -> Q -> h_s`` for one granularity. ``z_support=None`` (training): additive uniform noise
     and the prior's differentiable likelihood; an integer (estimation): rounded and clamped, as coded.
+    Either way z is 0 and costs no bits in blocks without a coded position (:func:`occupied_blocks`).
     """
+    occupied = occupied_blocks(mask)
     if z_support is None:
         z_hat, likelihood = hp.prior(hp.h_a(y, mask))
+        z_hat = z_hat * occupied
     else:
         z_hat = side_latent(hp, y, mask, z_support)
         likelihood = hp.prior.likelihood(z_hat)
     mu, scale = hp.h_s(z_hat, mask, cond)
-    return HyperOutput(z_hat, (-torch.log2(likelihood)).flatten(1).sum(1), mu, scale)
+    z_bits = (-torch.log2(likelihood) * occupied).flatten(1).sum(1)
+    return HyperOutput(z_hat, z_bits, mu, scale)
 
 
 class ExactParameters:

@@ -126,6 +126,13 @@ class _LambdaSearch:
         ends = self.estimate_bits(0.0), self.estimate_bits(1.0)
         return min(ends), max(ends)
 
+    def p_resolution(self) -> float:
+        """A width of ``p`` below which a bracket holds at most one change of the masks: half a step
+        of the medium cells' count (8x8 cells, the most numerous the ratios move). A size jump there
+        (one cell, and the z of a 4x4 block it may occupy) is a step no ``p`` in between can split."""
+        cells = sum(f.x_padded.shape[-2] * f.x_padded.shape[-1] // 64 for f in self.feats)
+        return 0.5 / cells
+
     def bracket(self, target: float) -> tuple[float, float, float, float]:
         """The tightest ``(lo, hi, f_lo, f_hi)`` around ``target`` among the sizes estimated so far
         (``f = estimate - target``); the ends ``p = 0`` and ``p = 1`` are always among them."""
@@ -169,8 +176,9 @@ class _LambdaSearch:
         p = 1.0
         if self.estimate_bits(0.0) < self.estimate_bits(1.0):
             p = _solve_on_estimate(
-                self.estimate_bits, target_bits, self.bracket(target_bits), ESTIMATE_TOLERANCE * tol
-            )
+                self.estimate_bits, target_bits, self.bracket(target_bits), ESTIMATE_TOLERANCE * tol,
+                self.p_resolution(),
+            )  # fmt: skip
         tried, (p, bits, sym) = self._correct_on_real_size(p, target_bits, tol, max_real)
         data, sym, image = self.final(p, sym)
         return {
@@ -218,18 +226,25 @@ class _LambdaSearch:
 
 
 def _solve_on_estimate(
-    est: Callable[[float], float], target: float, bracket: tuple[float, float, float, float], tol: float
+    est: Callable[[float], float],
+    target: float,
+    bracket: tuple[float, float, float, float],
+    tol: float,
+    resolution: float = 0.0,
 ) -> float:
     """``p`` whose estimated size is within ``tol`` (relative) of ``target``: regula falsi with the
     Illinois step on the increasing estimate, inside ``bracket = (lo, hi, f_lo, f_hi)`` with
     ``f = estimate - target`` (at most ``MAX_ESTIMATES`` evaluations; a plain bisection of [0, 1]
-    needs 14 for the same precision)."""
+    needs 14 for the same precision). A bracket narrower than ``resolution`` straddles a jump of the
+    size that no ``p`` splits: its end nearer the target is the answer."""
     lo, hi, f_lo, f_hi = bracket
     for p, f in ((lo, f_lo), (hi, f_hi)):
         if abs(f) <= tol * target:
             return p
     p, side = 0.5 * (lo + hi), 0
     for _ in range(MAX_ESTIMATES):
+        if hi - lo < resolution:
+            return lo if target - est(lo) <= est(hi) - target else hi  # est caches: no new estimate
         p = lo + (hi - lo) * (-f_lo) / (f_hi - f_lo) if f_hi != f_lo else 0.5 * (lo + hi)
         f = est(p) - target
         if abs(f) <= tol * target:

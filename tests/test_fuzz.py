@@ -167,7 +167,7 @@ def test_deep_checks_are_reached(model, seeds) -> None:
     """The resealed mutations reach the range decoder and the decoded-symbols CRC32."""
     messages = Counter()
     deep = [k for k in fz.MUTATIONS if k.startswith("payload_")] + ["header_symbols_crc"]
-    for case in fz.corpus(seeds, 10 * len(deep), kinds=deep):
+    for case in fz.corpus(seeds, 20 * len(deep), kinds=deep):
         out = fz.run_one(model, case.data, TIME_LIMIT_S)
         assert out.ok, fz.describe(case, out)
         if out.status == "BitstreamError":
@@ -175,7 +175,9 @@ def test_deep_checks_are_reached(model, seeds) -> None:
                 "symbols CRC" if "CRC32" in out.detail and "decoded symbols" in out.detail else "other"
             ] += 1
             messages["range decoder" if "range decoder" in out.detail else "not range decoder"] += 1
-    # Counts for this deterministic corpus: ~25 symbols-CRC and ~3 range-decoder rejections of 80.
+    # Counts for this deterministic corpus: ~60 symbols-CRC and ~3 range-decoder rejections of 160
+    # (since z is coded only in occupied blocks the seed files' z streams are short, and 80 cases no
+    # longer reached the range decoder's rejection).
     assert messages["symbols CRC"] >= 10 and messages["range decoder"] >= 1, messages
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -296,3 +297,34 @@ def test_invalid_colour_offset_is_refused(model):
         c.knobs = (*c.knobs[:3], bad, 0.0, 0.0)
         with pytest.raises(BitstreamError, match="colour offset"):
             model.decompress(c.to_bytes())
+
+
+def test_side_latent_of_blocks_without_coded_positions_is_zero_and_not_coded(varied_model):
+    """z lives on 4x4 blocks of each granularity; a block with no coded position carries z = 0, costs
+    no bits (training and estimation) and is absent from the file, and the decoder restores the 0s."""
+    from hvq.bitstream import decode, occupied_z
+    from hvq.entropy import hyper_parameters, occupied_blocks
+
+    x = smooth_image(128, 192)
+    sym = varied_model.analyze(x, 2.0, 0.5, 0.5)
+    empty_somewhere = False
+    for g in range(3):
+        occupied = torch.from_numpy(occupied_z(sym.masks[g])).view(sym.z_hat[g].shape[-2:])
+        assert (sym.z_hat[g][0][:, ~occupied] == 0).all()
+        empty_somewhere |= bool((~occupied).any()) and bool(occupied.any())
+    assert empty_somewhere  # the case under test occurs
+    decoded = decode(varied_model, varied_model.encode(sym))
+    assert all(torch.equal(a, b) for a, b in zip(decoded.z_hat, sym.z_hat, strict=True))
+    # Training pass: noisy z is zeroed and unpriced outside the occupied blocks.
+    mask = sym.masks[0]
+    y = torch.randn(1, varied_model.cfg.embed_dim, *mask.shape[-2:])
+    hp = copy.deepcopy(varied_model.hyperprior(0)).train()  # training: additive noise
+    occupied = occupied_blocks(mask)
+    assert 0 < occupied.mean() < 1
+    full = hyper_parameters(hp, y, torch.ones_like(mask), None)
+    part = hyper_parameters(hp, y, mask, None)
+    assert (part.z_hat * (1 - occupied) == 0).all() and (part.z_hat * occupied != 0).any()
+    coded = hyper_parameters(hp, y, mask, None, varied_model.cfg.z_support)
+    z_lik = hp.prior.likelihood(coded.z_hat)
+    assert torch.allclose(coded.z_bits, (-torch.log2(z_lik) * occupied).flatten(1).sum(1))
+    assert part.z_bits.item() < full.z_bits.item()

@@ -274,3 +274,26 @@ def test_controller_with_roi_reuses_the_encoder(model, monkeypatch):
     assert res.symbols.masks[0][0, 0, 4:8, 4:12].all()
     assert res.data == model.compress(x, res.lam, res.coarse_ratio, res.medium_ratio, roi)
     assert control.with_roi(None).reachable() == pytest.approx(control.reachable())
+
+
+def test_estimate_search_stops_at_a_jump_no_ratio_splits():
+    """A size that jumps (one cell, and the z block it occupies) past the target: once the bracket is
+    narrower than the mask resolution the search stops at the end nearer the target instead of
+    spending every estimate left, and it never stops earlier than that."""
+    from hvq.ratecontrol import MAX_ESTIMATES, _solve_on_estimate
+
+    calls = []
+
+    def step(p: float) -> float:
+        calls.append(p)
+        return 1000.0 + 400.0 * p + (100.0 if p >= 0.4 else 0.0)
+
+    target = 1000.0 + 160.0 + 70.0  # inside the jump at p = 0.4: 1160 below, 1260 above
+    bracket = (0.0, 1.0, step(0.0) - target, step(1.0) - target)
+    calls.clear()
+    p = _solve_on_estimate(step, target, bracket, tol=1e-4, resolution=1e-3)
+    assert p == pytest.approx(0.4, abs=1e-3) and step(p) == pytest.approx(1260.0, abs=0.5)
+    assert len(calls) - 1 < MAX_ESTIMATES  # the last call above is the check's own
+    calls.clear()
+    _solve_on_estimate(step, target, bracket, tol=1e-4)  # no resolution: the old budget runs out
+    assert len(calls) == MAX_ESTIMATES
