@@ -11,7 +11,8 @@ and the masks themselves: the coarse cells, then the medium cells among those no
 each a Bernoulli stream at its ratio.
 
 * :func:`hyper_parameters` runs ``h_a -> round/noise -> h_s`` once (training and estimation);
-* :func:`side_latent` is the coded ``z_hat`` (rounded and clamped to the z tables' support);
+* :func:`side_latent` is the coded ``z_hat`` (rounded and clamped to the z tables' support, and 0
+  in the 4x4 blocks that hold no coded position: :func:`occupied_blocks`, the only z a file carries);
 * :class:`ExactParameters` recomputes ``(mu, sigma)`` from ``z_hat`` with the *integer* hyper-synthesis
   (:mod:`hvq.nets.integer`: exact by construction, so no CPU, BLAS, thread count or GPU can change a
   value) directly on the tables' grids, and builds the integer index tables (``hvq.tables``): what the

@@ -328,3 +328,24 @@ def test_side_latent_of_blocks_without_coded_positions_is_zero_and_not_coded(var
     z_lik = hp.prior.likelihood(coded.z_hat)
     assert torch.allclose(coded.z_bits, (-torch.log2(z_lik) * occupied).flatten(1).sum(1))
     assert part.z_bits.item() < full.z_bits.item()
+
+
+def test_cell_entropies_match_a_direct_histogram_per_cell():
+    """The router's scores (one bincount of 8x8 cells, 16x16 cells summed from them) equal the entropy
+    of each cell's luma histogram counted directly."""
+    from hvq.nets.router import BINS, LUMA, cell_entropies
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 48, 64, generator=g)
+    x[0, :, :16] = 0.5  # a flat band: zero entropy there
+    e16, e8 = cell_entropies(x)
+    luma = (x * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1).clamp(0, 1)
+    q = (luma * BINS).long().clamp_max(BINS - 1).numpy()
+    for scores, patch in ((e16, 16), (e8, 8)):
+        assert scores.shape == (2, 1, 48 // patch, 64 // patch)
+        for b, i, j in np.ndindex(2, 48 // patch, 64 // patch):
+            cell = q[b, i * patch : (i + 1) * patch, j * patch : (j + 1) * patch]
+            p = np.bincount(cell.ravel(), minlength=BINS) / cell.size
+            expected = -(p[p > 0] * np.log2(p[p > 0])).sum()
+            assert scores[b, 0, i, j].item() == pytest.approx(expected, abs=1e-5)
+    assert (e16[0, 0, 0] == 0).all() and (e16[1] > 1).all()

@@ -27,15 +27,31 @@ LUMA = (0.299, 0.587, 0.114)
 BINS = 16
 
 
+def luma_histograms(x: Tensor, patch: int, bins: int = BINS) -> Tensor:
+    """Counts of the quantised luma of every ``patch x patch`` cell: ``(B, bins, H/p, W/p)`` float.
+
+    One ``bincount`` over ``cell * bins + bin`` (no one-hot of the whole image)."""
+    b, hc, wc = x.shape[0], x.shape[2] // patch, x.shape[3] // patch
+    x = x[:, :, : hc * patch, : wc * patch]  # whole cells only, as a pooling would
+    weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    luma = (x * weights).sum(1).clamp(0, 1)
+    q = (luma * bins).long().clamp_max(bins - 1)  # (B, H, W)
+    rows = torch.arange(hc * patch, device=x.device).view(1, -1, 1) // patch
+    cols = torch.arange(wc * patch, device=x.device).view(1, 1, -1) // patch
+    cell = (torch.arange(b, device=x.device).view(b, 1, 1) * hc + rows) * wc + cols
+    counts = torch.bincount((cell * bins + q).flatten(), minlength=b * hc * wc * bins)
+    return counts.view(b, hc, wc, bins).permute(0, 3, 1, 2).to(x.dtype)
+
+
+def entropy_of_counts(counts: Tensor, total: int) -> Tensor:
+    """Entropy (bits) of histograms ``counts (B, bins, h, w)`` of ``total`` samples: ``(B, 1, h, w)``."""
+    hist = counts / total  # exact: counts and total are small integers
+    return (-(hist * torch.log2(hist.clamp_min(1e-12))).sum(1, keepdim=True)).clamp_min(0.0)
+
+
 def patch_entropy(x: Tensor, patch: int, bins: int = BINS) -> Tensor:
     """Entropy (bits) of the luma histogram of every ``patch x patch`` cell: ``(B, 1, H/p, W/p)``."""
-    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    luma = (x * w).sum(1, keepdim=True).clamp(0, 1)
-    q = (luma * bins).long().clamp_max(bins - 1)  # (B, 1, H, W)
-    onehot = F.one_hot(q[:, 0], bins).permute(0, 3, 1, 2).float()  # (B, bins, H, W)
-    hist = F.avg_pool2d(onehot, patch)  # (B, bins, H/p, W/p), sums to 1
-    ent = -(hist * torch.log2(hist.clamp_min(1e-12))).sum(1, keepdim=True)
-    return ent.clamp_min(0.0)
+    return entropy_of_counts(luma_histograms(x, patch, bins), patch * patch)
 
 
 def _lowest(score: Tensor, count: Tensor) -> Tensor:
@@ -51,8 +67,9 @@ def _lowest(score: Tensor, count: Tensor) -> Tensor:
 def cell_entropies(x: Tensor) -> tuple[Tensor, Tensor]:
     """The router's ranking scores of ``x (B, 3, H, W)``: 16x16 and 8x8 :func:`patch_entropy` maps
     (compute once per image and pass to :func:`route` when trying many ratios)."""
-    x = x.float()
-    return patch_entropy(x, 16), patch_entropy(x, 8)
+    counts8 = luma_histograms(x.float(), 8)
+    counts16 = F.avg_pool2d(counts8, 2, divisor_override=1)  # four 8x8 cells make a 16x16 one
+    return entropy_of_counts(counts16, 256), entropy_of_counts(counts8, 64)
 
 
 def route(
