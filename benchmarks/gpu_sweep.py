@@ -122,12 +122,15 @@ def held_out_images(data_dir: Path) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def measure(ckpt: Path, images: list[torch.Tensor], lpips: LPIPS, device: str) -> list[dict]:
-    """One row per rate point: means over the images (see the module docstring)."""
+def measure(
+    ckpt: Path, images: list[torch.Tensor], lpips: LPIPS, device: str, points: list[tuple] = POINTS
+) -> list[dict]:
+    """One row per rate point ``(lambda, coarse, medium)`` of ``points``: means over the images (see
+    the module docstring)."""
     model, _, _ = model_from_checkpoint(ckpt, device)
     static_lp = model.static.log_probs().to(device)
     rows = []
-    for lam, rc, rm in POINTS:
+    for lam, rc, rm in points:
         acc: dict[str, list[float]] = {k: [] for k in ("bpp", "psnr", "lpips", "bias", "saving")}
         for x in images:
             x = x[None].to(device)
