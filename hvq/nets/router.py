@@ -49,11 +49,6 @@ def entropy_of_counts(counts: Tensor, total: int) -> Tensor:
     return (-(hist * torch.log2(hist.clamp_min(1e-12))).sum(1, keepdim=True)).clamp_min(0.0)
 
 
-def patch_entropy(x: Tensor, patch: int, bins: int = BINS) -> Tensor:
-    """Entropy (bits) of the luma histogram of every ``patch x patch`` cell: ``(B, 1, H/p, W/p)``."""
-    return entropy_of_counts(luma_histograms(x, patch, bins), patch * patch)
-
-
 def _lowest(score: Tensor, count: Tensor) -> Tensor:
     """Per image, a 0/1 mask of the ``count[b]`` lowest scores (stable: earlier positions first)."""
     b = score.shape[0]
@@ -65,8 +60,9 @@ def _lowest(score: Tensor, count: Tensor) -> Tensor:
 
 
 def cell_entropies(x: Tensor) -> tuple[Tensor, Tensor]:
-    """The router's ranking scores of ``x (B, 3, H, W)``: 16x16 and 8x8 :func:`patch_entropy` maps
-    (compute once per image and pass to :func:`route` when trying many ratios)."""
+    """The router's ranking scores of ``x (B, 3, H, W)``: the entropy (bits) of the luma histogram of
+    every 16x16 and every 8x8 cell, ``(B, 1, H/16, W/16)`` and ``(B, 1, H/8, W/8)`` (compute once per
+    image and pass to :func:`route` when trying many ratios)."""
     counts8 = luma_histograms(x.float(), 8)
     counts16 = F.avg_pool2d(counts8, 2, divisor_override=1)  # four 8x8 cells make a 16x16 one
     return entropy_of_counts(counts16, 256), entropy_of_counts(counts8, 64)
