@@ -93,6 +93,10 @@ class TrainConfig:
     disc_width: int = 32
     coarse_ratio: tuple[float, float] = (0.0, 0.9)  # sampled per batch
     medium_ratio: tuple[float, float] = (0.0, 0.9)  # of what is not coarse
+    all_fine_share: float = 0.0  # share of images trained with both ratios 0 (every cell fine)
+    # Top-level modules of HVQCodec that learn (e.g. ["decoder", "embed_dec"]); empty: all of them.
+    # Without the encoder and codebook the indices and bits stay fixed and no code is restarted.
+    trainable: tuple[str, ...] = ()
     restart_every: int = 200  # dead-code restart interval (steps); 0 disables
     log_every: int = 20
     ckpt_every: int = 250

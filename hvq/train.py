@@ -74,6 +74,9 @@ def sample_knobs(cfg: Config, b: int, gen: torch.Generator) -> tuple[Tensor, Ten
     lam = torch.exp(math.log(m.lambda_min) + u[0] * (math.log(m.lambda_max) - math.log(m.lambda_min)))
     rc = t.coarse_ratio[0] + u[1] * (t.coarse_ratio[1] - t.coarse_ratio[0])
     rm = t.medium_ratio[0] + u[2] * (t.medium_ratio[1] - t.medium_ratio[0])
+    if t.all_fine_share > 0:  # drawn only then, so that other configs keep their knob sequence
+        all_fine = torch.rand(b, generator=gen) < t.all_fine_share
+        rc, rm = rc.masked_fill(all_fine, 0.0), rm.masked_fill(all_fine, 0.0)
     return lam, rc, rm
 
 
@@ -164,6 +167,7 @@ class Trainer:
         torch.manual_seed(tc.seed + self.rank)
         self.gen = torch.Generator().manual_seed(tc.seed + 1000 * self.rank)
         self.model = HVQCodec(cfg.model).to(self.dev)
+        _freeze_all_but(self.model, tc.trainable)
         self.disc = PatchDiscriminator(tc.disc_width).to(self.dev)
         self.perceptual = LPIPS().to(self.dev)
         self.opt = torch.optim.Adam(_param_groups(self.model, tc), lr=tc.lr, betas=(0.5, 0.9))
@@ -300,7 +304,8 @@ class Trainer:
         codes; returns the number of codes restarted."""
         with torch.no_grad():
             _update_static(self.model, out)
-        if self.tc.restart_every and (self.step + 1) % self.tc.restart_every == 0:
+        learns_codes = self.model.quantizer.codebook.requires_grad
+        if learns_codes and self.tc.restart_every and (self.step + 1) % self.tc.restart_every == 0:
             return _restart_codes(self.model, out, self.distributed)
         return 0
 
@@ -444,10 +449,23 @@ def init_weights_from(model: HVQCodec, path: str | Path) -> tuple[int, list[str]
     return len(matching), sorted(set(own) - set(matching))
 
 
+def _freeze_all_but(model: HVQCodec, trainable: tuple[str, ...]) -> None:
+    """Let only the named top-level modules learn (all of them when ``trainable`` is empty)."""
+    children = dict(model.named_children())
+    unknown = set(trainable) - set(children)
+    if unknown:
+        raise ValueError(f"train.trainable names no module of the model: {sorted(unknown)}")
+    for name, child in children.items():
+        child.requires_grad_(not trainable or name in trainable)
+
+
 def _param_groups(model: HVQCodec, tc) -> list[dict]:
-    """Three groups: the codebook and the z priors learn ``*_lr_mult`` times faster than the rest."""
+    """Three groups: the codebook and the z priors learn ``*_lr_mult`` times faster than the rest
+    (frozen parameters are left out)."""
     groups: dict[str, list] = {"codebook": [], "prior": [], "rest": []}
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         key = "codebook" if name == "quantizer.codebook" else "prior" if ".prior." in name else "rest"
         groups[key].append(p)
     mult = {"codebook": tc.codebook_lr_mult, "prior": tc.prior_lr_mult, "rest": 1.0}

@@ -139,3 +139,32 @@ def test_a_non_finite_step_is_counted_logged_and_leaves_the_weights(tmp_path, da
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert {int(s["step"]) for s in state["opt"]["state"].values()} == {2}  # no update from the bad batch
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_decoder_only_run_leaves_encoder_codebook_and_hyperpriors_as_they_were(tmp_path, data_dir):
+    from hvq.checkpoint import model_from_checkpoint
+
+    cfg = _cfg()
+    source = train(cfg, tmp_path / "base", data_dir=data_dir, steps=2, progress=False)
+    cfg.train.trainable = ("decoder", "embed_dec")
+    cfg.train.restart_every = 1  # would move the codebook if codes were learning
+    ckpt = train(cfg, tmp_path / "dec", data_dir=data_dir, steps=3, progress=False, init_from=source)
+    before, after = (dict(model_from_checkpoint(p)[0].named_parameters()) for p in (source, ckpt))
+    learning = {name for name in before if name.split(".")[0] in cfg.train.trainable}
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved & learning, "the decoder did not learn"
+    assert moved <= learning  # the codebook (a parameter) included
+    cfg.train.trainable = ("decodr",)
+    with pytest.raises(ValueError, match="decodr"):
+        train(cfg, tmp_path / "typo", data_dir=data_dir, steps=1, progress=False)
+
+
+def test_all_fine_share_sets_both_ratios_to_zero_for_that_share_of_images():
+    cfg = load_config("reduced")
+    plain = sample_knobs(cfg, 2000, torch.Generator().manual_seed(0))
+    cfg.train.all_fine_share = 0.25
+    lam, rc, rm = sample_knobs(cfg, 2000, torch.Generator().manual_seed(0))
+    both_zero = ((rc == 0) & (rm == 0)).float().mean().item()
+    assert 0.2 < both_zero < 0.3
+    assert torch.equal(lam, plain[0])  # the other knobs keep their draws
+    assert torch.equal(rc[rc > 0], plain[1][rc > 0])
