@@ -80,6 +80,22 @@ def sample_knobs(cfg: Config, b: int, gen: torch.Generator) -> tuple[Tensor, Ten
     return lam, rc, rm
 
 
+def sample_roi(cfg: Config, b: int, h: int, w: int, gen: torch.Generator) -> Tensor | None:
+    """Regions of interest ``(B, 1, H, W)`` 0/1 for a batch: a random box, each side 1/4 to 1/2 of
+    the crop's, in ``cfg.train.roi_share`` of the images, nothing in the rest; ``None`` when the share
+    is 0 (no draw, so such configs keep their random sequence)."""
+    share = cfg.train.roi_share
+    if share <= 0:
+        return None
+    u = torch.rand(5, b, generator=gen)
+    roi = torch.zeros(b, 1, h, w)
+    for i in torch.nonzero(u[0] < share).flatten().tolist():
+        bh, bw = int(h * (0.25 + 0.25 * u[1, i])), int(w * (0.25 + 0.25 * u[2, i]))
+        y0, x0 = int((h - bh) * u[3, i]), int((w - bw) * u[4, i])
+        roi[i, 0, y0 : y0 + bh, x0 : x0 + bw] = 1
+    return roi
+
+
 def lr_at(cfg: Config, step: int, time_frac: float | None = None) -> float:
     """Linear warm-up, then cosine decay to ``lr_min`` over the steps, or over the wall-clock budget
     when ``time_frac`` (elapsed / ``time_budget_s``) is given."""
@@ -246,15 +262,18 @@ class Trainer:
             for x in loader:
                 yield x.to(self.dev, non_blocking=True)
 
-    def knobs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-image ``(lambda, coarse_ratio, medium_ratio)`` on the device (:func:`sample_knobs`);
-        a distributed run first initialises the codebook from data, identically on every rank."""
+    def knobs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Per-image ``(lambda, coarse_ratio, medium_ratio)`` on the device (:func:`sample_knobs`)
+        and the regions of interest (:func:`sample_roi`); a distributed run first initialises the
+        codebook from data, identically on every rank."""
         lam, rc, rm = (v.to(self.dev) for v in sample_knobs(self.cfg, x.shape[0], self.gen))
+        roi = sample_roi(self.cfg, x.shape[0], x.shape[2], x.shape[3], self.gen)
+        roi = roi.to(self.dev) if roi is not None else None
         if self.distributed and not bool(self.model.quantizer.initialised):
             with torch.no_grad():
                 self.model(x, lam, rc, rm)
             dist.broadcast(self.model.quantizer.codebook.data, src=0)
-        return lam, rc, rm
+        return lam, rc, rm, roi
 
     def elapsed(self) -> float:
         """Training seconds so far, this process's unlogged time included."""
@@ -391,9 +410,9 @@ def _generator_loss(net, model, disc, perceptual, x: Tensor, knobs, cfg: Config,
     batch, plus the VQ terms and, with ``use_gan``, the adaptively weighted adversarial term.
     """
     tc, dev = cfg.train, x.device
-    lam, rc, rm = knobs
+    lam, rc, rm, roi = knobs
     with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-        out = net(x, lam, rc, rm)
+        out = net(x, lam, rc, rm, roi)
         x_hat = out["x_hat"].float()
         mse = (x_hat - x).pow(2).flatten(1).mean(1)
         lp = perceptual(x_hat, x).float()

@@ -168,3 +168,26 @@ def test_all_fine_share_sets_both_ratios_to_zero_for_that_share_of_images():
     assert 0.2 < both_zero < 0.3
     assert torch.equal(lam, plain[0])  # the other knobs keep their draws
     assert torch.equal(rc[rc > 0], plain[1][rc > 0])
+
+
+def test_sampled_regions_of_interest_are_boxes_in_their_share_of_images(tmp_path, data_dir):
+    from hvq.nets import route
+    from hvq.train import sample_roi
+
+    cfg = load_config("reduced")
+    assert sample_roi(cfg, 4, 64, 64, torch.Generator()) is None
+    cfg.train.roi_share = 0.5
+    roi = sample_roi(cfg, 400, 64, 96, torch.Generator().manual_seed(0))
+    has_box = roi.flatten(1).amax(1) > 0
+    assert 0.4 < has_box.float().mean() < 0.6
+    for r in roi[has_box][:20, 0]:
+        rows, cols = torch.nonzero(r.sum(1)).flatten(), torch.nonzero(r.sum(0)).flatten()
+        assert r.sum() == len(rows) * len(cols)  # one filled rectangle
+        assert 16 <= len(rows) <= 32 and 24 <= len(cols) <= 48
+    x = torch.rand(3, 3, 64, 96)
+    fine = route(x, 0.9, 0.9, roi[has_box][:3])[2]
+    assert (fine >= (torch.nn.functional.max_pool2d(roi[has_box][:3], 4) > 0).float()).all()
+    cfg = _cfg()
+    cfg.train.roi_share = 1.0
+    ckpt = train(cfg, tmp_path / "roi", data_dir=data_dir, steps=2, progress=False)
+    assert load_checkpoint(ckpt)["step"] == 2
