@@ -4,7 +4,8 @@ For every Kodak image: code it without a region at the middle lambda and ratios 
 then with the central box (the middle third of each side) forced fine, rate-controlled to the same S.
 Inside the box, compare PSNR and LPIPS of the two decoded images.
 
-    python benchmarks/roi_kodak.py [--limit N] [--ratio 0.6]
+    python benchmarks/roi_kodak.py [--limit N] [--ratio 0.6] [--model reduced | checkpoint.pt]
+    python benchmarks/roi_kodak.py --images .devdata/val --out /tmp/roi_val.csv   # held-out photos
 
 Prints a markdown table (one row per image) and a summary line; writes ``results/kodak/roi.csv``.
 """
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-from hvq.data import kodak_images, load_image  # noqa: E402
+from hvq.data import find_images, kodak_images, load_image  # noqa: E402
 from hvq.evaluate import central_box, roi_comparison  # noqa: E402
 from hvq.perceptual import LPIPS  # noqa: E402
 from hvq.pretrained import load_pretrained  # noqa: E402
@@ -30,15 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--ratio", type=float, default=0.6)
-    ap.add_argument("--model", default="reduced")
+    ap.add_argument("--model", default="reduced", help="a shipped model's name or a checkpoint path")
+    ap.add_argument("--images", type=Path, default=None, help="a folder of photos instead of Kodak")
     ap.add_argument("--out", default=str(ROOT / "results" / "kodak" / "roi.csv"))
     args = ap.parse_args(argv)
     model = load_pretrained(args.model)
+    paths = find_images(args.images) if args.images else kodak_images()
     lpips = LPIPS()
     rows = []
     print("| image | bpp plain / ROI | PSNR in box plain -> ROI | LPIPS in box plain -> ROI |")
     print("|---|---|---|---|")
-    for path in kodak_images()[: args.limit]:
+    for path in paths[: args.limit]:
         x = load_image(path)
         box = central_box(*x.shape[1:])
         row = {"image": path.stem, **roi_comparison(model, x, box, args.ratio, lpips)}
