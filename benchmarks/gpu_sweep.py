@@ -41,7 +41,18 @@ WIDE4 = {
 }
 #: The third sweep's common start: the shipped model (itself ``ft_colour300``), a lower peak rate.
 FT2 = {"colour_weight": 300.0, "mse_weight": 100.0, "lr": 1.5e-4, "lr_min": 1.5e-5, "warmup_steps": 100}
+#: The fourth sweep's common start: stage 9 (the shipped model) with every weight learning, 15% of the
+#: crops all fine and 25% with a box forced fine, so the encoder learns fine codes in flat areas too.
+FT3 = {"lr": 1.0e-4, "lr_min": 1.0e-5, "warmup_steps": 100, "all_fine_share": 0.15, "roi_share": 0.25}
 VARIANTS: dict[str, dict] = {
+    # Fourth sweep: a joint anneal of the shipped stage 9, alone and with one change each.
+    "g10": {"init_from": "hvq/pretrained/reduced.pt", "train": FT3},
+    "g10_lowlr": {"init_from": "hvq/pretrained/reduced.pt",
+                  "train": {**FT3, "lr": 3.0e-5, "lr_min": 5.0e-6, "warmup_steps": 20}},  # fmt: skip
+    "g10_lpips2": {"init_from": "hvq/pretrained/reduced.pt", "train": {**FT3, "lpips_weight": 2.0}},
+    "g10_mse150": {"init_from": "hvq/pretrained/reduced.pt", "train": {**FT3, "mse_weight": 150.0}},
+    "g10_gan": {"init_from": "hvq/pretrained/reduced.pt",
+                "train": {**FT3, "disc_start": 300, "disc_weight": 0.1}},  # fmt: skip
     # Third sweep: continue the shipped model, alone and with one change each.
     "ft2": {"init_from": "hvq/pretrained/reduced.pt", "train": FT2},
     "ft2_lpips2": {"init_from": "hvq/pretrained/reduced.pt", "train": {**FT2, "lpips_weight": 2.0}},

@@ -44,12 +44,13 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="where to train; the tables are built on the CPU")
     ap.add_argument("--z-channels", type=int, default=None,
                     help="first widen the side latents to this many channels (hvq.refit.widen_side_latent)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    model, cfg, state = model_from_checkpoint(args.init, "cpu")
+    model, cfg, state = model_from_checkpoint(args.init, args.device)
     if args.z_channels:
         model = widen_side_latent(model, args.z_channels)
         cfg = dataclasses.replace(cfg, model=model.cfg)
@@ -71,8 +72,13 @@ def main() -> None:
                 print(line, flush=True)
                 window.clear()
 
-        steps = refit_hyperpriors(model, loader, lambda b: sample_knobs(cfg, b, gen), args.budget,
-                                  args.lr, args.lr_min, on_step)  # fmt: skip
+        batches = (x.to(args.device) for x in loader)
+
+        def knobs(b: int) -> tuple[torch.Tensor, ...]:
+            return tuple(k.to(args.device) for k in sample_knobs(cfg, b, gen))
+
+        steps = refit_hyperpriors(model, batches, knobs, args.budget, args.lr, args.lr_min, on_step)
+    model.to("cpu").update()  # integer tables from CPU arithmetic, wherever the refit ran
     out = args.run_dir / "checkpoint.pt"
     save_checkpoint(out, cfg, model, step=state.get("step"), wall_s=state.get("wall_s"))
     print(f"saved {out} after {steps} refit steps", flush=True)

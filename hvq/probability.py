@@ -170,7 +170,7 @@ def coded_index_bits(
     e = codebook.to(mu.dtype)
     # half distance = 1/2 sum_d w_d e_kd^2 - sum_d w_d mu_d e_kd + 1/2 sum_d w_d mu_d^2
     code_terms = torch.cat([0.5 * e * e, -e, torch.ones_like(e[:, :1])], dim=1)  # (K, 2D+1)
-    parts = [torch.zeros((), dtype=torch.float64)]
+    parts = [mu.new_zeros((), dtype=torch.float64)]
     for start in range(0, mu.shape[0], chunk_rows):
         m = mu[start : start + chunk_rows]
         w = scale[start : start + chunk_rows].clamp(SCALE_MIN, SCALE_MAX).pow(-2).expand_as(m)

@@ -318,6 +318,15 @@ def test_coded_index_bits_gradient_matches_index_bits() -> None:
     assert grads[0][0].abs().sum() > 0
 
 
+def test_coded_index_bits_stays_on_the_inputs_device() -> None:
+    """Every partial sum lives where ``mu`` does (the refit runs on GPUs): on the ``meta`` device a
+    CPU-made term would fail to stack, as a CPU term once did on CUDA."""
+    mu, scale, codebook = torch.zeros(6, 4), torch.ones(6, 4), torch.randn(8, 4, generator=_gen(27))
+    indices = torch.randint(0, 8, (6,), generator=_gen(28))
+    total = coded_index_bits(*(v.to("meta") for v in (mu, scale, codebook, indices)), chunk_rows=4)
+    assert total.device.type == "meta" and total.dtype == torch.float64
+
+
 def test_coded_index_bits_bad_shapes() -> None:
     mu, scale, codebook = torch.zeros(5, 4), torch.ones(5, 4), torch.zeros(8, 4)
     with pytest.raises(ValueError, match="indices"):
