@@ -10,6 +10,12 @@ the model's own static histogram (the moving histogram kept during training).
 
     python benchmarks/pack_train_data.py --out .devdata      # here, once
     python benchmarks/gpu_sweep.py --data-dir .devdata --budget 360 --out results/gpu_sweep
+
+On a lent machine the packages it lacks travel as wheels in ``.whl`` (constriction, lpips,
+pytorch-msssim, pooch, platformdirs), and the working tree (about 20 MB) plus ``.devdata`` (52 MB) must
+stay under the 64 MiB a call carries: for the fourth sweep ``checkpoints/continue.pt``, a copy of the
+shipped weights, was emptied for the call and restored after. Run with ``PYTHONPATH`` holding the
+repository, since the script lives in ``benchmarks/``.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="where to train; the tables are built on the CPU")
+    ap.add_argument("--workers", type=int, default=0, help="loader processes (a GPU refit is loader-bound)")
     ap.add_argument("--z-channels", type=int, default=None,
                     help="first widen the side latents to this many channels (hvq.refit.widen_side_latent)")
     args = ap.parse_args()
@@ -55,7 +56,8 @@ def main() -> None:
         model = widen_side_latent(model, args.z_channels)
         cfg = dataclasses.replace(cfg, model=model.cfg)
     data = ImageFolderCrops(args.data_dir / "train", crop=args.crop, epoch_size=10**6, cache=True)
-    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True, generator=gen)
+    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True, generator=gen,
+                        num_workers=args.workers, persistent_workers=args.workers > 0)  # fmt: skip
     args.run_dir.mkdir(parents=True, exist_ok=True)
     t0, window = time.time(), []
     with open(args.run_dir / "log.csv", "w", newline="") as fh:
