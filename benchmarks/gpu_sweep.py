@@ -108,25 +108,52 @@ def variant_config(name: str, budget: float, base: str = "reduced") -> dict:
     return cfg
 
 
-def launch(names: list[str], budget: float, runs: Path, data_dir: Path, train_overrides: dict) -> None:
-    """Start one ``hvq train`` per variant and wait for all; their output goes to ``runs/<name>.log``."""
+def run_all(jobs: dict[str, list[str]], logs: Path) -> None:
+    """Run the commands of ``jobs`` side by side and wait for all; each one's output goes to
+    ``logs/<name>.log``."""
     procs = []
+    for name, cmd in jobs.items():
+        log = open(logs / f"{name}.log", "w")
+        procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+    for name, proc, log in procs:
+        proc.wait()
+        log.close()
+        print(f"{name}: exit {proc.returncode}", flush=True)
+
+
+def launch(
+    names: list[str], budget: float, runs: Path, data_dir: Path, train_overrides: dict, init: Path | None
+) -> None:
+    """One ``hvq train`` per variant, side by side, from ``init`` if given, else from the variant's
+    ``init_from`` (if any)."""
+    jobs = {}
     for name in names:
         cfg = variant_config(name, budget)
         cfg["train"].update(train_overrides)
         path = runs / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        cmd = [sys.executable, "-m", "hvq", "train", "--config", str(path), "--run-dir", str(runs / name),
-               "--data-dir", str(data_dir)]  # fmt: skip
-        if "init_from" in VARIANTS[name]:
-            cmd += ["--init-from", VARIANTS[name]["init_from"]]
-        log = open(runs / f"{name}.log", "w")
-        procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
-    for name, proc, log in procs:
-        proc.wait()
-        log.close()
-        print(f"{name}: exit {proc.returncode}", flush=True)
+        jobs[name] = [sys.executable, "-m", "hvq", "train", "--config", str(path),
+                      "--run-dir", str(runs / name), "--data-dir", str(data_dir)]  # fmt: skip
+        start = init or VARIANTS[name].get("init_from")
+        if start:
+            jobs[name] += ["--init-from", str(start)]
+    run_all(jobs, runs)
+
+
+def refit(names: list[str], budget: float, runs: Path, data_dir: Path, device: str) -> list[str]:
+    """Refit each trained variant's hyperpriors on the rate alone (``hyperprior_refit.py``), side by
+    side, into ``runs/<name>_hp``; returns those names."""
+    script = Path(__file__).with_name("hyperprior_refit.py")
+    jobs = {
+        f"{name}_hp": [sys.executable, str(script), "--init", str(runs / name / "checkpoint.pt"),
+                       "--run-dir", str(runs / f"{name}_hp"), "--data-dir", str(data_dir),
+                       "--budget", str(budget), "--batch-size", "16", "--device", device, "--workers", "2"]
+        for name in names
+        if (runs / name / "checkpoint.pt").exists()
+    }  # fmt: skip
+    run_all(jobs, runs)
+    return list(jobs)
 
 
 def held_out_images(data_dir: Path) -> list[torch.Tensor]:
@@ -176,6 +203,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=Path(".devdata"))
     ap.add_argument("--budget", type=float, default=360.0, help="training seconds per variant")
+    ap.add_argument("--init", type=Path, default=None, help="start every variant here, not at its init_from")
+    ap.add_argument("--refit-budget", type=float, default=0.0,
+                    help="then refit each variant's hyperpriors for this long (as <name>_hp)")  # fmt: skip
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--runs", type=Path, default=Path("runs/gpu"))
     ap.add_argument("--out", type=Path, default=Path("results/gpu_sweep"))
@@ -189,13 +219,17 @@ def main() -> None:
     t0 = time.time()
     if args.budget > 0:
         overrides = {"device": args.device, "crop": args.crop, "batch_size": args.batch_size}
-        launch(args.variants, args.budget, args.runs, args.data_dir, overrides)
+        launch(args.variants, args.budget, args.runs, args.data_dir, overrides, args.init)
     print(f"training done in {time.time() - t0:.0f} s", flush=True)
+    refitted = []
+    if args.refit_budget > 0:
+        refitted = refit(args.variants, args.refit_budget, args.runs, args.data_dir, args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     val = held_out_images(args.data_dir)[: args.max_val]
     lpips = LPIPS().to(args.device)
     candidates = {"shipped": args.baseline} if args.baseline.exists() else {}
-    candidates.update({n: args.runs / n / "checkpoint.pt" for n in args.variants})
+    candidates.update({n: args.runs / n / "checkpoint.pt" for n in args.variants + refitted})
+    keep = set(refitted or args.variants)  # weights that come back (a lent machine returns few files)
     with open(args.out / "sweep.csv", "w", newline="") as fh:
         writer = None
         for name, ckpt in candidates.items():
@@ -209,7 +243,7 @@ def main() -> None:
                     writer.writeheader()
                 writer.writerow(row)
                 print(row, flush=True)
-            if name != "shipped":
+            if name in keep:
                 model, cfg, state = model_from_checkpoint(ckpt)
                 save_checkpoint(args.out / f"{name}.pt", cfg, model, step=state.get("step"),
                                 wall_s=state.get("wall_s"))  # fmt: skip
