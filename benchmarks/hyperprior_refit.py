@@ -80,7 +80,8 @@ def main() -> None:
             return tuple(k.to(args.device) for k in sample_knobs(cfg, b, gen))
 
         steps = refit_hyperpriors(model, batches, knobs, args.budget, args.lr, args.lr_min, on_step)
-    model.to("cpu").update()  # integer tables from CPU arithmetic, wherever the refit ran
+    if args.device != "cpu":  # the refit updated the tables on the device: build them from CPU arithmetic
+        model.to("cpu").update()
     out = args.run_dir / "checkpoint.pt"
     save_checkpoint(out, cfg, model, step=state.get("step"), wall_s=state.get("wall_s"))
     print(f"saved {out} after {steps} refit steps", flush=True)
