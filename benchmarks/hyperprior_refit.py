@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu", help="where to train; the tables are built on the CPU")
+    ap.add_argument("--device", default="cpu", help="where to train (update() builds the tables on the CPU)")
     ap.add_argument("--workers", type=int, default=0, help="loader processes (a GPU refit is loader-bound)")
     ap.add_argument("--z-channels", type=int, default=None,
                     help="first widen the side latents to this many channels (hvq.refit.widen_side_latent)")
@@ -80,8 +80,7 @@ def main() -> None:
             return tuple(k.to(args.device) for k in sample_knobs(cfg, b, gen))
 
         steps = refit_hyperpriors(model, batches, knobs, args.budget, args.lr, args.lr_min, on_step)
-    if args.device != "cpu":  # the refit updated the tables on the device: build them from CPU arithmetic
-        model.to("cpu").update()
+    model.to("cpu")
     out = args.run_dir / "checkpoint.pt"
     save_checkpoint(out, cfg, model, step=state.get("step"), wall_s=state.get("wall_s"))
     print(f"saved {out} after {steps} refit steps", flush=True)

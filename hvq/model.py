@@ -36,6 +36,7 @@ values ``(lambda, coarse_ratio, medium_ratio)`` and a per-channel colour offset 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import math
@@ -256,7 +257,7 @@ class HVQCodec(nn.Module):
         """
         s = self.cfg.z_support
         for i, hp in enumerate(self.hyperpriors):
-            pmf = hp.prior.pmf(s).cpu().numpy()
+            pmf = copy.deepcopy(hp.prior).cpu().pmf(s).numpy()  # CPU arithmetic on any device
             self.z_freqs[i] = torch.from_numpy(tables.freqs_from_weights(tables.weights_from_probs(pmf)))
         counts = self.static.counts.cpu().numpy()
         self.static_freqs.copy_(torch.from_numpy(tables.static_table(counts, self.static.alpha)))
