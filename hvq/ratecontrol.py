@@ -102,9 +102,10 @@ class _LambdaSearch:
 
     def with_roi(self, roi: Tensor | None) -> _LambdaSearch:
         """The same image and lambda with another region of interest: the encoder does not run again
-        (the features do not depend on the region); the estimates start afresh."""
+        (the features do not depend on the region); the estimates start afresh, but for ``p = 1``:
+        every cell is fine there, with or without a region, so its estimate carries over."""
         other = copy.copy(self)
-        other.estimates = {}
+        other.estimates = {1.0: self.estimates[1.0]} if 1.0 in self.estimates else {}
         if self.grid is None:
             other.feats = [self.model.with_roi(self.feats[0], roi)]
         else:

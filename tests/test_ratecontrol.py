@@ -276,6 +276,24 @@ def test_controller_with_roi_reuses_the_encoder(model, monkeypatch):
     assert control.with_roi(None).reachable() == pytest.approx(control.reachable())
 
 
+def test_controller_with_roi_keeps_only_the_all_fine_estimate(model, monkeypatch):
+    """At ``p = 1`` every cell is fine with or without a region, so a new region reuses that estimate
+    (one estimate fewer per box on a slider) and its band equals a fresh controller's with the region;
+    every other estimate is computed again."""
+    x = photo_like(64, 64, 9)
+    roi = torch.zeros(64, 64)
+    roi[16:32, 16:48] = 1
+    control = RateController(model, x)
+    control.reachable()
+    estimated = []
+    original = model.estimate_bits
+    monkeypatch.setattr(model, "estimate_bits", lambda f, c, m: estimated.append((c, m)) or original(f, c, m))
+    band = control.with_roi(roi).reachable()
+    assert estimated == [(1.0, 1.0)]  # p = 0 only: all coarse outside the box
+    assert band == RateController(model, x, roi=roi).reachable()
+    assert band[0] > control.reachable()[0]  # the box costs bits at the low end
+
+
 def test_estimate_search_stops_at_a_jump_no_ratio_splits():
     """A size that jumps (one cell, and the z block it occupies) past the target: once the bracket is
     narrower than the mask resolution the search stops at the end nearer the target instead of
