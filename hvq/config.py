@@ -81,6 +81,9 @@ class TrainConfig:
     prior_lr_mult: float = 10.0  # the factorised priors of z (density parameters) learn faster
     warmup_steps: int = 200
     mse_weight: float = 1.0
+    # When > 0, the MSE weight scales as (lambda / sqrt(lambda_min lambda_max)) ** power: the top of the
+    # lambda range leans to PSNR, the bottom to LPIPS, the middle keeps ``mse_weight``.
+    mse_lambda_power: float = 0.0
     lpips_weight: float = 0.05
     # Colour fidelity (LPIPS barely sees global colour), part of the distortion that lambda weighs:
     # weight times the squared per-channel mean error plus the MSE of 16x16 block means.

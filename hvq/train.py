@@ -403,6 +403,16 @@ class TrainLog:
             self.fh.close()
 
 
+def mse_weights(cfg: Config, lam: Tensor) -> Tensor:
+    """Per-image MSE weight ``(B,)``: ``mse_weight * (lam / lam_mid) ** mse_lambda_power``.
+
+    ``lam_mid`` is the geometric middle of the trained lambda range, where the weight is ``mse_weight``.
+    """
+    tc, m = cfg.train, cfg.model
+    lam_mid = math.sqrt(m.lambda_min * m.lambda_max)
+    return tc.mse_weight * (lam / lam_mid).pow(tc.mse_lambda_power)
+
+
 def _generator_loss(net, model, disc, perceptual, x: Tensor, knobs, cfg: Config, amp: bool, use_gan: bool):
     """The model's loss on one batch: ``{"loss", "out", "x_hat", "mse", "lpips", "gan_g", "gan_w"}``.
 
@@ -416,7 +426,7 @@ def _generator_loss(net, model, disc, perceptual, x: Tensor, knobs, cfg: Config,
         x_hat = out["x_hat"].float()
         mse = (x_hat - x).pow(2).flatten(1).mean(1)
         lp = perceptual(x_hat, x).float()
-    dist_term = tc.mse_weight * mse + tc.lpips_weight * lp
+    dist_term = mse_weights(cfg, lam) * mse + tc.lpips_weight * lp
     if tc.colour_weight:
         dist_term = dist_term + tc.colour_weight * colour_loss(x_hat, x)
     loss = (out["bpp"] + lam * dist_term).mean()

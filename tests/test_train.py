@@ -105,6 +105,20 @@ def test_colour_loss_sees_colour_casts_that_keep_the_texture():
     assert colour_loss(cast, x)[0] == 0
 
 
+def test_mse_weight_leans_to_psnr_at_the_top_of_the_lambda_range():
+    from hvq.train import mse_weights
+
+    cfg = load_config("reduced")
+    lo, hi = cfg.model.lambda_min, cfg.model.lambda_max
+    lam = torch.tensor([lo, (lo * hi) ** 0.5, hi])
+    assert torch.allclose(mse_weights(cfg, lam), torch.full((3,), cfg.train.mse_weight))  # power 0: flat
+    cfg.train.mse_lambda_power = 0.5
+    w = mse_weights(cfg, lam)
+    assert w[0] < w[1] < w[2]
+    assert w[1] == pytest.approx(cfg.train.mse_weight)
+    assert w[2] / w[1] == pytest.approx((hi / (lo * hi) ** 0.5) ** 0.5)
+
+
 def test_time_budget_ends_training_and_drives_the_schedule(tmp_path, data_dir):
     cfg = _cfg()
     cfg.train.time_budget_s = 3.0
