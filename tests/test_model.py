@@ -8,12 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import assert_tables_vary, distinct_tables, vary_hyper_tables
 
 from hvq.checkpoint import CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
 from hvq.config import Config, load_config
 from hvq.errors import BitstreamError, CheckpointError
 from hvq.model import HVQCodec
+from hvq.nets.blocks import Upsample
 from hvq.nets.router import check_partition, route
 
 
@@ -243,6 +245,23 @@ def test_quantizer_nearest_matches_brute_force():
     ref = ((flat[:, None] - q.codebook[None]) ** 2).sum(-1).argmin(1).view(2, 5, 7)
     assert torch.equal(q.nearest(y), ref)
     assert math.isclose(q.perplexity(torch.zeros(10, dtype=torch.long)), 1.0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsample_equals_nearest_upsampling_then_convolution(channels_last):
+    """The low-resolution form of ``Upsample`` gives the plain form's values and weight gradients."""
+    torch.manual_seed(0)
+    up = Upsample(6, 5)
+    x = torch.randn(2, 6, 5, 7)
+    if channels_last:
+        up, x = up.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    fast = up(x)
+    plain = up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    assert fast.shape == plain.shape == (2, 5, 10, 14)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    (grad_fast,) = torch.autograd.grad(fast.square().sum(), up.conv.weight)
+    (grad_plain,) = torch.autograd.grad(plain.square().sum(), up.conv.weight)
+    torch.testing.assert_close(grad_fast, grad_plain, atol=1e-4, rtol=1e-4)
 
 
 def test_configs_construct(smoke_cfg):
