@@ -15,7 +15,7 @@ from hvq.checkpoint import CHECKPOINT_VERSION, load_checkpoint, model_from_check
 from hvq.config import Config, load_config
 from hvq.errors import BitstreamError, CheckpointError
 from hvq.model import HVQCodec
-from hvq.nets.blocks import Upsample
+from hvq.nets.blocks import ResBlock, Upsample, modulated_norm
 from hvq.nets.router import check_partition, route
 
 
@@ -262,6 +262,21 @@ def test_upsample_equals_nearest_upsampling_then_convolution(channels_last):
     (grad_fast,) = torch.autograd.grad(fast.square().sum(), up.conv.weight)
     (grad_plain,) = torch.autograd.grad(plain.square().sum(), up.conv.weight)
     torch.testing.assert_close(grad_fast, grad_plain, atol=1e-4, rtol=1e-4)
+
+
+def test_folded_film_norm_equals_norm_then_film():
+    """One image's FiLM folded into the GroupNorm affine gives ``film(norm(x))``, as a batch does."""
+    torch.manual_seed(0)
+    block = ResBlock(8, 8, cond_dim=5)
+    for film, norm in ((block.film1, block.norm1), (block.film2, block.norm2)):
+        for param in (film.proj.weight, film.proj.bias, norm.weight, norm.bias):
+            torch.nn.init.normal_(param, std=0.3)
+    x, cond = torch.randn(3, 8, 6, 7), torch.randn(3, 5)
+    batched = block(x, cond)  # three conditioning vectors: the unfolded path
+    singles = torch.cat([block(x[i : i + 1], cond[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(singles, batched, atol=1e-5, rtol=1e-5)
+    unfolded = block.film1(block.norm1(x[:1]), cond[:1])
+    torch.testing.assert_close(modulated_norm(block.norm1, block.film1, x[:1], cond[:1]), unfolded)
 
 
 def test_configs_construct(smoke_cfg):
