@@ -100,7 +100,7 @@ class Upsample(nn.Module):
     ones, and the same for columns. One 2x2 convolution with the four phase kernels stacked as output
     channels, over the input padded by one, gives every phase; phase ``(a, b)`` is its block of channels
     shifted by ``(a, b)``. The same sums as ``conv(interpolate(x))`` in 4/9 of the multiply-adds, without
-    the 4x larger upsampled tensor (equal up to float rounding: ``tests/test_architecture.py``).
+    the 4x larger upsampled tensor (equal up to float rounding: ``tests/test_model.py``).
     Parameter names are those of the plain form (``conv.weight``, ``conv.bias``).
     """
 
