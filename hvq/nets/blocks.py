@@ -114,15 +114,10 @@ class Upsample(nn.Module):
         c = self.conv.out_channels
         phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), self.phase_kernels(), self.conv.bias.repeat(4))
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            out = phases.new_empty(b, h, 2, w, 2, c)  # channels-last: (B, 2H, 2W, C) in memory
-            src = phases.permute(0, 2, 3, 1)  # (B, H + 1, W + 1, 4C)
-            for a in range(2):
-                for col in range(2):
-                    k = 2 * a + col
-                    out[:, :, a, :, col] = src[:, a : a + h, col : col + w, k * c : (k + 1) * c]
-            return out.view(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
-        out = phases.new_empty(b, c, h, 2, w, 2)
-        for a in range(2):
+            out = phases.new_empty(b, h, 2, w, 2, c).permute(0, 5, 1, 2, 3, 4)  # channels last in memory
+        else:
+            out = phases.new_empty(b, c, h, 2, w, 2)
+        for a in range(2):  # out[..., i, a, j, col] = phase (a, col) at (i, j)
             for col in range(2):
                 k = 2 * a + col
                 out[:, :, :, a, :, col] = phases[:, k * c : (k + 1) * c, a : a + h, col : col + w]
