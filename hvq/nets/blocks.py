@@ -125,16 +125,15 @@ class Upsample(nn.Module):
 
     def phase_kernels(self) -> Tensor:
         """The four 2x2 kernels ``(4 C_out, C_in, 2, 2)``, phase ``(a, b)`` at block ``2a + b``."""
-        wt = self.conv.weight
-        rows = [
-            torch.stack([wt[:, :, 0], wt[:, :, 1] + wt[:, :, 2]], 2),
-            torch.stack([wt[:, :, 0] + wt[:, :, 1], wt[:, :, 2]], 2),
-        ]
-        kernels = []
-        for r in rows:
-            kernels.append(torch.stack([r[..., 0], r[..., 1] + r[..., 2]], -1))
-            kernels.append(torch.stack([r[..., 0] + r[..., 1], r[..., 2]], -1))
-        return torch.cat(kernels, 0)
+        rows = _pair_sums(self.conv.weight, 2)  # even and odd output rows
+        return torch.cat([kernel for r in rows for kernel in _pair_sums(r, 3)], 0)
+
+
+def _pair_sums(kernel: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """A 3-tap axis ``(w0, w1, w2)`` of ``kernel`` summed in pairs for the even and the odd output
+    phase of nearest x2 upsampling: ``(w0, w1 + w2)`` and ``(w0 + w1, w2)``, 2 taps each."""
+    w0, w1, w2 = kernel.unbind(dim)
+    return torch.stack([w0, w1 + w2], dim), torch.stack([w0 + w1, w2], dim)
 
 
 def run_blocks(blocks: nn.ModuleList, x: Tensor, cond: Tensor | None) -> Tensor:
