@@ -97,6 +97,7 @@ class TrainConfig:
     coarse_ratio: tuple[float, float] = (0.0, 0.9)  # sampled per batch
     medium_ratio: tuple[float, float] = (0.0, 0.9)  # of what is not coarse
     all_fine_share: float = 0.0  # share of images trained with both ratios 0 (every cell fine)
+    lambda_max_share: float = 0.0  # share of images trained at lambda_max (the log-uniform draw's corner)
     roi_share: float = 0.0  # share of images with a random box (1/4 to 1/2 of each side) forced fine
     # Top-level modules of HVQCodec that learn (e.g. ["decoder", "embed_dec"]); empty: all of them.
     # Without the encoder and codebook the indices and bits stay fixed and no code is restarted.

@@ -77,6 +77,8 @@ def sample_knobs(cfg: Config, b: int, gen: torch.Generator) -> tuple[Tensor, Ten
     if t.all_fine_share > 0:  # drawn only then, so that other configs keep their knob sequence
         all_fine = torch.rand(b, generator=gen) < t.all_fine_share
         rc, rm = rc.masked_fill(all_fine, 0.0), rm.masked_fill(all_fine, 0.0)
+    if t.lambda_max_share > 0:  # likewise drawn only then
+        lam = lam.masked_fill(torch.rand(b, generator=gen) < t.lambda_max_share, m.lambda_max)
     return lam, rc, rm
 
 

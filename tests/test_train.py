@@ -184,6 +184,18 @@ def test_all_fine_share_sets_both_ratios_to_zero_for_that_share_of_images():
     assert torch.equal(rc[rc > 0], plain[1][rc > 0])
 
 
+def test_lambda_max_share_puts_that_share_of_images_at_lambda_max():
+    cfg = load_config("reduced")
+    cfg.train.all_fine_share = 0.0
+    plain = sample_knobs(cfg, 2000, torch.Generator().manual_seed(0))
+    cfg.train.lambda_max_share = 0.2
+    lam, rc, rm = sample_knobs(cfg, 2000, torch.Generator().manual_seed(0))
+    at_max = lam == cfg.model.lambda_max
+    assert 0.15 < at_max.float().mean().item() < 0.25
+    assert torch.equal(lam[~at_max], plain[0][~at_max])  # the rest keep their draws
+    assert torch.equal(rc, plain[1]) and torch.equal(rm, plain[2])
+
+
 def test_sampled_regions_of_interest_are_boxes_in_their_share_of_images(tmp_path, data_dir):
     from hvq.nets import route
     from hvq.train import sample_roi
